@@ -1,0 +1,53 @@
+# Two commands do everything on a fresh clone: `make run` and `make test`.
+# Each creates .venv and installs the project on first use.
+
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test test-fast lint compile bench clean constraints help
+
+help:
+	@echo "make run        set up, then run the continuous-training pipeline locally (kfp.local)"
+	@echo "make test       set up, then lint, type-check and run the whole test suite"
+	@echo "make test-fast  unit and component tests only (no pipeline runs)"
+	@echo "make compile    regenerate pipelines/compiled/continuous_training.yaml"
+	@echo "make bench      run the benchmarks in bench/"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip check
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/ctpipe run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not pipeline and not services and not container"
+
+compile: $(STAMP)
+	$(BIN)/ctpipe compile
+
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline_overhead.py
+
+# Re-pin every dependency after changing pyproject.toml (needs a working .venv).
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' \
+	  | cat <(sed -n '1,2p' constraints.txt) - > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .ctpipe .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,467 @@
+"""The ctpipe configuration: one YAML file, loaded into frozen dataclasses.
+
+Endpoints and credentials never live here: they come from the environment
+(`AWS_*`, `AWS_ENDPOINT_URL_S3`, `MLFLOW_TRACKING_URI`), so the same file works on a
+laptop and in a cluster.
+
+A config crosses process boundaries as a plain dict (a KFP pipeline parameter), so
+`from_dict` is strict and cheap and every step re-checks what it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from ctpipe.errors import ConfigError
+from ctpipe.training.families import FAMILIES
+
+Task = Literal["classification", "regression"]
+
+# metric name -> True when higher is better. The first metric of a task is its default.
+METRICS: dict[str, dict[str, bool]] = {
+    "classification": {"roc_auc": True, "accuracy": True, "f1": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+
+DEFAULT_CONFIG_NAME = "ctpipe.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'90d' -> seconds. Units: s, m, h, d, w."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"expected a duration such as '90d' or '12h', got {text!r}")
+    return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which rows of the data to use, by the timestamp column."""
+
+    start: str | None = None  # ISO 8601, inclusive
+    end: str | None = None  # ISO 8601, exclusive
+    last: str | None = None  # e.g. "90d": only rows this close to the newest row
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """The built-in deterministic dataset, used when `data.uri` is null."""
+
+    rows: int = 20_000
+    seed: int = 7
+    numeric: int = 8
+    categorical: int = 3
+
+
+@dataclass(frozen=True)
+class DataSource:
+    uri: str | None = None  # local file, directory, glob, or s3://bucket/prefix
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    window: Window = field(default_factory=Window)
+    synthetic: SyntheticData = field(default_factory=SyntheticData)
+
+
+@dataclass(frozen=True)
+class Features:
+    """Overrides on top of the inferred schema."""
+
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Split:
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.2
+    min_rows: int = 20  # per slice
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Tolerances. Below a `warn_` level nothing is said; above a `max_` level the run stops."""
+
+    warn_null_rate_increase: float = 0.05
+    max_null_rate_increase: float = 0.25
+    max_unseen_category_fraction: float = 0.05
+    max_out_of_range_fraction: float = 0.25
+    max_missing_label_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class CandidateSpace:
+    """One model family and a grid: each list-valued param is a grid axis."""
+
+    family: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_candidates(task: str = "classification") -> tuple[CandidateSpace, ...]:
+    # Logistic regression takes C, ridge takes alpha (about 1/C).
+    linear = {"C": [0.1, 1.0]} if task == "classification" else {"alpha": [1.0, 10.0]}
+    return (
+        CandidateSpace("linear", linear),
+        CandidateSpace("random_forest", {"n_estimators": [200], "min_samples_leaf": [1, 5]}),
+        CandidateSpace("hist_gradient_boosting", {"learning_rate": [0.05, 0.1]}),
+    )
+
+
+@dataclass(frozen=True)
+class Search:
+    metric: str | None = None  # chosen on validation; default: the task's first metric
+    seed: int = 0
+    max_candidates: int = 32
+    candidates: tuple[CandidateSpace, ...] = field(default_factory=_default_candidates)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """When a challenger may replace the champion."""
+
+    metric: str | None = None  # compared by paired bootstrap; default: the task's first metric
+    thresholds: dict[str, float] = field(default_factory=dict)  # absolute floor (or ceiling)
+    margin: float = 0.01  # how much worse than the champion is still acceptable
+    confidence: float = 0.95
+    bootstrap_samples: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    task: Task
+    target: str
+    timestamp: str
+    model_name: str = "ctpipe-model"
+    id_column: str | None = None
+    sensitive_columns: tuple[str, ...] = ()
+    state_dir: str = ".ctpipe"  # local dir or s3:// prefix: schemas, and local MLflow
+    data: DataSource = field(default_factory=DataSource)
+    features: Features = field(default_factory=Features)
+    split: Split = field(default_factory=Split)
+    validation: Validation = field(default_factory=Validation)
+    search: Search = field(default_factory=Search)
+    gate: Gate = field(default_factory=Gate)
+
+    @property
+    def search_metric(self) -> str:
+        return self.search.metric or next(iter(METRICS[self.task]))
+
+    @property
+    def gate_metric(self) -> str:
+        return self.gate.metric or next(iter(METRICS[self.task]))
+
+    def higher_is_better(self, metric: str) -> bool:
+        return METRICS[self.task][metric]
+
+    @property
+    def reserved_columns(self) -> tuple[str, ...]:
+        """Columns that are never model features."""
+        return tuple(c for c in (self.target, self.timestamp, self.id_column) if c)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that `from_dict` turns back into an equal Config.
+
+        Unset (None) values are left out: KFP cannot carry null inside a dict parameter,
+        and every optional key defaults to None anyway.
+        """
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def default_config_text() -> str:
+    """The documented default ctpipe.yaml that ships inside the package."""
+    return resources.files("ctpipe").joinpath(DEFAULT_CONFIG_NAME).read_text()
+
+
+def load(path: str | Path | None = None) -> Config:
+    """Load a config file (or the embedded default) and make its local paths absolute.
+
+    Relative paths in a file are relative to that file; in the embedded default they are
+    relative to the working directory.
+    """
+    import yaml
+
+    if path is None:
+        source, text, base = f"<embedded {DEFAULT_CONFIG_NAME}>", default_config_text(), Path.cwd()
+    else:
+        file = Path(path)
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read config file ({exc.strerror})") from exc
+        source, base = str(file), file.resolve().parent
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    return resolve_paths(from_dict(data, source=source), base)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    def absolute(uri: str | None) -> str | None:
+        if uri is None or "://" in uri or Path(uri).is_absolute():
+            return uri
+        return str((base / uri).resolve())
+
+    data = dataclasses.replace(config.data, uri=absolute(config.data.uri))
+    return config.replace(data=data, state_dir=absolute(config.state_dir))
+
+
+def from_dict(data: Any, source: str = "config") -> Config:
+    """Build and check a Config; raise ConfigError naming the key and what was expected."""
+    config = _build(Config, data, "", source)
+    search = data.get("search") if isinstance(data, dict) else None
+    if not (isinstance(search, dict) and "candidates" in search):
+        # The dataclass default grid is the classification one; use the task's own.
+        candidates = _default_candidates(config.task)
+        config = config.replace(search=dataclasses.replace(config.search, candidates=candidates))
+    _check(config, source)
+    return config
+
+
+def _fail(source: str, path: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {path or '<top level>'}: {message}")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _build(tp: Any, value: Any, path: str, source: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, path, source)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _build(args[0], value, path, source)
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise _fail(source, path, f"expected one of {choices}, got {_describe(value)}")
+        return value
+    if origin is tuple:
+        if value is None:
+            return ()
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise _fail(source, path, f"expected a list, got {_describe(value)}")
+        item_type = get_args(tp)[0]
+        return tuple(_build(item_type, v, f"{path}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _fail(source, path, f"expected a mapping, got {_describe(value)}")
+        value_type = get_args(tp)[1]
+        return {str(k): _build(value_type, v, f"{path}.{k}", source) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(source, path, f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        # KFP carries numbers as protobuf doubles: 3.0 arrives where 3 was written.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(source, path, f"expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(source, path, f"expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, date):  # YAML reads an unquoted 2026-01-01 as a date
+            value = value.isoformat()
+        if not isinstance(value, str) or not value:
+            raise _fail(source, path, f"expected a non-empty string, got {_describe(value)}")
+        return value
+    raise TypeError(f"config type {tp!r} at {path} is not supported")  # a bug in this module
+
+
+def _build_dataclass(cls: Any, value: Any, path: str, source: str) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise _fail(source, path, f"expected a mapping, got {_describe(value)}")
+    hints = get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            where = f"{path}.{key}" if path else str(key)
+            raise _fail(source, where, f"unknown key; {hint}expected one of: {', '.join(known)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        where = f"{path}.{f.name}" if path else f.name
+        if f.name in value:
+            kwargs[f.name] = _build(hints[f.name], value[f.name], where, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _fail(source, where, "required key is missing")
+    return cls(**kwargs)
+
+
+def _check(config: Config, source: str) -> None:
+    """Rules that span keys or need more than a type."""
+    metrics = METRICS[config.task]
+
+    def fraction(path: str, value: float, *, open_low: bool = True) -> None:
+        low_ok = value > 0 if open_low else value >= 0
+        if not (low_ok and value < 1):
+            raise _fail(source, path, f"expected a fraction between 0 and 1, got {value}")
+
+    fraction("split.validation_fraction", config.split.validation_fraction)
+    fraction("split.test_fraction", config.split.test_fraction)
+    if config.split.validation_fraction + config.split.test_fraction >= 0.9:
+        raise _fail(
+            source,
+            "split",
+            "validation_fraction + test_fraction must leave at least 10% for training",
+        )
+    if config.split.min_rows < 1:
+        raise _fail(
+            source, "split.min_rows", f"expected a positive integer, got {config.split.min_rows}"
+        )
+    for name in (f.name for f in dataclasses.fields(Validation)):
+        fraction(f"validation.{name}", getattr(config.validation, name), open_low=False)
+    if config.validation.warn_null_rate_increase > config.validation.max_null_rate_increase:
+        raise _fail(
+            source, "validation.warn_null_rate_increase", "must not exceed max_null_rate_increase"
+        )
+
+    for path, metric in (
+        ("search.metric", config.search.metric),
+        ("gate.metric", config.gate.metric),
+    ):
+        if metric is not None and metric not in metrics:
+            raise _fail(
+                source,
+                path,
+                f"expected one of {', '.join(metrics)} for {config.task}, got {metric!r}",
+            )
+    for metric in config.gate.thresholds:
+        if metric not in metrics:
+            raise _fail(
+                source,
+                f"gate.thresholds.{metric}",
+                f"unknown metric; expected one of {', '.join(metrics)}",
+            )
+    if config.gate.margin < 0:
+        raise _fail(source, "gate.margin", f"expected a number >= 0, got {config.gate.margin}")
+    fraction("gate.confidence", config.gate.confidence)
+    if config.gate.bootstrap_samples < 100:
+        raise _fail(
+            source,
+            "gate.bootstrap_samples",
+            f"expected at least 100, got {config.gate.bootstrap_samples}",
+        )
+
+    if not config.search.candidates:
+        raise _fail(source, "search.candidates", "expected at least one candidate family")
+    if config.search.max_candidates < 1:
+        raise _fail(source, "search.max_candidates", "expected a positive integer")
+    for i, space in enumerate(config.search.candidates):
+        where = f"search.candidates[{i}]"
+        family = FAMILIES.get(space.family)
+        if family is None:
+            raise _fail(
+                source,
+                f"{where}.family",
+                f"expected one of {', '.join(FAMILIES)}, got {space.family!r}",
+            )
+        for param, values in space.params.items():
+            accepted = family.params_for(config.task)
+            if param not in accepted:
+                close = difflib.get_close_matches(param, accepted, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise _fail(
+                    source,
+                    f"{where}.params.{param}",
+                    f"unknown parameter for {space.family} ({config.task}); {hint}expected one of: {', '.join(accepted)}",
+                )
+            grid = values if isinstance(values, list) else [values]
+            if not grid:
+                raise _fail(
+                    source,
+                    f"{where}.params.{param}",
+                    "expected a value or a non-empty list of values",
+                )
+            for value in grid:
+                if isinstance(value, dict | list):
+                    raise _fail(
+                        source,
+                        f"{where}.params.{param}",
+                        f"expected a scalar or a list of scalars, got {_describe(value)}",
+                    )
+
+    reserved = set(config.reserved_columns)
+    if len(reserved) != len(config.reserved_columns):
+        raise _fail(source, "target", "target, timestamp and id_column must be different columns")
+    for path, columns in (
+        ("sensitive_columns", config.sensitive_columns),
+        ("features.numeric", config.features.numeric),
+        ("features.categorical", config.features.categorical),
+    ):
+        clash = sorted(reserved.intersection(columns))
+        if clash:
+            raise _fail(
+                source,
+                path,
+                f"{clash[0]!r} is the target, timestamp or id column and cannot be a feature",
+            )
+    both = sorted(set(config.features.numeric) & set(config.features.categorical))
+    if both:
+        raise _fail(source, "features", f"{both[0]!r} is listed as both numeric and categorical")
+
+    window = config.data.window
+    if window.last is not None:
+        try:
+            parse_duration(window.last)
+        except ValueError as exc:
+            raise _fail(source, "data.window.last", str(exc)) from None
+    for key in ("start", "end"):
+        stamp = getattr(window, key)
+        if stamp is not None:
+            try:
+                parse_timestamp(stamp)
+            except ValueError:
+                raise _fail(
+                    source, f"data.window.{key}", f"expected an ISO 8601 timestamp, got {stamp!r}"
+                ) from None
+    if config.data.synthetic.rows < 100:
+        raise _fail(source, "data.synthetic.rows", "expected at least 100 rows")
+
+
+def parse_timestamp(text: str) -> Any:
+    """ISO 8601 -> timezone-aware UTC datetime (naive input is taken as UTC)."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)

@@ -1,0 +1,285 @@
+"""MLflow: where models are logged, registered, and named `champion`.
+
+The `champion` alias marks the model in production; `previous` keeps the one it
+replaced, for rollback. Only `promote` moves aliases, and it refuses when the champion
+changed since the challenger was evaluated against it.
+
+Models are stored with cloudpickle, and the SHA-256 of the pickle is recorded on the
+model version at registration and checked before every load. (MLflow's skops format is
+no safer: its trusted-type list is read from the model's own files. It also imports
+every scikit-learn module, torch included, which costs seconds in each step.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctpipe import storage
+from ctpipe.config import Config
+from ctpipe.errors import RegistryError
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+MODEL_ARTIFACT = "model"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+# Tags on runs and model versions (lineage).
+TAG_DATASET_URI = "ctpipe.dataset.uri"
+TAG_DATASET_HASH = "ctpipe.dataset.hash"
+TAG_DATASET_ROWS = "ctpipe.dataset.rows"
+TAG_KFP_RUN_ID = "ctpipe.kfp.run_id"
+TAG_KFP_RUN_NAME = "ctpipe.kfp.run_name"
+TAG_SCHEMA_VERSION = "ctpipe.schema.version"
+TAG_REASON = "ctpipe.reason"
+TAG_CANDIDATE = "ctpipe.candidate"
+TAG_MODEL_SHA256 = "ctpipe.model.sha256"
+TAG_TEST_METRIC = "ctpipe.test_metric"
+PICKLE_FILE = "model.pkl"  # inside an MLflow sklearn model directory
+
+
+def tracking_uri(state_dir: str) -> str:
+    """MLFLOW_TRACKING_URI, or a sqlite database under a local state_dir."""
+    uri = os.environ.get(TRACKING_ENV)
+    if uri:
+        return uri
+    if storage.is_s3(state_dir):
+        raise RegistryError(
+            f"{TRACKING_ENV} is not set and state_dir ({state_dir}) is not local: "
+            "point MLFLOW_TRACKING_URI at your MLflow server"
+        )
+    root = Path(state_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _artifact_location(state_dir: str) -> str | None:
+    # A tracking server decides where artifacts go; a local sqlite store needs to be told,
+    # or MLflow writes ./mlruns wherever the process happens to run.
+    if os.environ.get(TRACKING_ENV) or storage.is_s3(state_dir):
+        return None
+    return (Path(state_dir).resolve() / "mlartifacts").as_uri()
+
+
+def client(config: Config) -> Any:
+    # Telemetry would try to reach the internet from every step; pods often cannot.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    # MLflow's own S3 client reads MLFLOW_S3_ENDPOINT_URL; follow the one endpoint setting.
+    endpoint = storage.s3_endpoint()
+    if endpoint and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+    uri = tracking_uri(config.state_dir)
+    # set_tracking_uri (and set_registry_uri) also export environment variables, which
+    # would then override the state_dir of every later config in this process and its
+    # subprocesses.
+    exported = {name: os.environ.get(name) for name in (TRACKING_ENV, "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in exported.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow_client: Any, config: Config) -> str:
+    found = mlflow_client.get_experiment_by_name(config.model_name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(
+            mlflow_client.create_experiment(
+                config.model_name, artifact_location=_artifact_location(config.state_dir)
+            )
+        )
+    except Exception:
+        # Another run created it between our look and our create.
+        found = mlflow_client.get_experiment_by_name(config.model_name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def get_alias(config: Config, alias: str, mlflow_client: Any = None) -> ModelRef | None:
+    """The model version an alias points at, or None when it is not set."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = mlflow_client or client(config)
+    try:
+        version = mlflow_client.get_model_version_by_alias(config.model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise RegistryError(
+            f"MLflow: cannot read alias {alias!r} of {config.model_name!r}: {exc.message}"
+        ) from exc
+    return ModelRef(
+        config.model_name,
+        str(version.version),
+        version.run_id,
+        version.source,
+        dict(version.tags or {}),
+    )
+
+
+def champion(config: Config, mlflow_client: Any = None) -> ModelRef | None:
+    return get_alias(config, CHAMPION, mlflow_client)
+
+
+def load_model(ref: ModelRef) -> Any:
+    """Download a model version, verify its checksum, and load it."""
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    expected = ref.tags.get(TAG_MODEL_SHA256)
+    if not expected:
+        raise RegistryError(
+            f"{ref.name} v{ref.version} has no {TAG_MODEL_SHA256} tag, so its integrity cannot be checked; "
+            "refusing to load it (register models through ctpipe)"
+        )
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri))
+    actual = file_sha256(local / PICKLE_FILE)
+    if actual != expected:
+        raise RegistryError(
+            f"{ref.name} v{ref.version}: {PICKLE_FILE} has SHA-256 {actual[:16]}…, but {expected[:16]}… "
+            "was recorded at registration; the artifact was changed. Refusing to load it."
+        )
+    return mlflow.sklearn.load_model(str(local))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    run_id: str
+    previous_version: str | None
+    promoted: bool
+
+    def describe(self) -> str:
+        before = (
+            f" (previous: v{self.previous_version})"
+            if self.previous_version
+            else " (first champion)"
+        )
+        return (
+            f"registered {self.name} v{self.version}; alias {CHAMPION!r} -> v{self.version}{before}"
+        )
+
+
+def log_and_register(
+    config: Config,
+    model: Any,
+    *,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    texts: dict[str, str],
+    input_example: Any,
+) -> tuple[str, str]:
+    """Log a run with the model and register a new version. Returns (run_id, version).
+
+    No alias moves here: a registered version is inert until `promote`.
+    """
+    import mlflow
+    import mlflow.artifacts
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    mlflow_client = client(config)
+    experiment = experiment_id(mlflow_client, config)
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+        mlflow.set_tags(tags)
+        for name, text in texts.items():
+            mlflow.log_text(text, name)
+        signature = infer_signature(input_example, model.predict(input_example))
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=config.model_name,
+            # Listing requirements skips MLflow's slow import-tracing inference.
+            pip_requirements=_requirements(),
+            serialization_format="cloudpickle",
+        )
+        version = str(info.registered_model_version)
+        # Hash what the registry holds (not our local copy): that is what loaders get.
+        stored = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{config.model_name}/{version}"
+            )
+        )
+        checksum = file_sha256(stored / PICKLE_FILE)
+        mlflow.set_tag(TAG_MODEL_SHA256, checksum)
+    version_tags = {
+        k: v
+        for k, v in tags.items()
+        if k in (TAG_DATASET_HASH, TAG_KFP_RUN_ID, TAG_SCHEMA_VERSION, TAG_REASON)
+    }
+    for key, value in {**version_tags, TAG_MODEL_SHA256: checksum}.items():
+        mlflow_client.set_model_version_tag(config.model_name, version, key, value)
+    return run.info.run_id, version
+
+
+def promote(
+    config: Config, version: str, expected_champion: str | None, mlflow_client: Any = None
+) -> str | None:
+    """Point `champion` at `version` and `previous` at the old champion.
+
+    `expected_champion` is the version the challenger was compared with. If another run
+    promoted something since, nothing moves: that comparison no longer holds.
+    """
+    mlflow_client = mlflow_client or client(config)
+    current = champion(config, mlflow_client)
+    current_version = current.version if current else None
+    if current_version != expected_champion:
+        raise RegistryError(
+            f"the champion of {config.model_name!r} moved from {_v(expected_champion)} to {_v(current_version)} "
+            f"while this run evaluated against it; v{version} is registered but not promoted. "
+            "Run again to compare with the new champion."
+        )
+    if current_version is not None:
+        mlflow_client.set_registered_model_alias(config.model_name, PREVIOUS, current_version)
+    mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, version)
+    return current_version
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "no champion"
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "scipy")]

@@ -1,0 +1,273 @@
+"""One function per pipeline stage: paths and a Config in, a result dataclass out.
+
+KFP components are thin wrappers around these, and the benchmarks call them directly
+in one process. Imports sit inside the functions on purpose: every KFP step is a fresh
+process, and a step should not pay for scikit-learn or MLflow unless it uses them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctpipe.config import Config
+
+if TYPE_CHECKING:
+    from ctpipe.data.ingest import IngestResult
+    from ctpipe.data.schema import Schema
+    from ctpipe.data.split import SplitResult
+    from ctpipe.data.validation import ValidationResult
+    from ctpipe.evaluation import Evaluation
+    from ctpipe.registry import Registration
+    from ctpipe.training.search import TrainResult
+
+
+def ingest(config: Config, data_out: str) -> IngestResult:
+    from ctpipe.data import ingest as ingest_module
+
+    return ingest_module.ingest(config, data_out)
+
+
+def validate(config: Config, data_path: str, schema_out: str, report_out: str) -> ValidationResult:
+    """Check the data against the newest stored schema (inferring v1 on first use).
+
+    Writes the schema used and a Markdown report; the caller decides whether to stop.
+    """
+    from ctpipe.data import schema as schema_module
+    from ctpipe.data import tables, validation
+    from ctpipe.data.ingest import content_hash
+
+    table = tables.read(data_path)
+    store = schema_module.SchemaStore(config.state_dir, config.model_name)
+    schema = store.latest()
+    created = False
+    notes = []
+    fingerprint = schema_module.config_fingerprint(config)
+    if schema is None or schema.config_fingerprint != fingerprint:
+        if schema is not None:
+            notes.append(
+                f"the config's columns or feature overrides changed since schema v{schema.version}"
+            )
+        inferred = schema_module.infer(table, config, source_hash=content_hash(table))
+        schema = store.save_next(inferred)
+        created = True
+    result = validation.check(table, schema, config.validation, schema_created=created)
+    Path(schema_out).write_text(schema.to_json())
+    report = [result.markdown(), "", *(f"Note: {n}" for n in notes), "", schema.markdown()]
+    Path(report_out).write_text("\n".join(report))
+    return result
+
+
+def split(
+    config: Config, data_path: str, train_out: str, validation_out: str, test_out: str
+) -> SplitResult:
+    from ctpipe.data import split as split_module
+    from ctpipe.data import tables
+
+    slices, result = split_module.split(tables.read(data_path), config)
+    for name, path in (("train", train_out), ("validation", validation_out), ("test", test_out)):
+        tables.write(slices[name], path)
+    return result
+
+
+def plan(config: Config) -> list[dict[str, Any]]:
+    from ctpipe.training.search import expand
+
+    return [c.to_dict() for c in expand(config)]
+
+
+def load_schema(path: str) -> Schema:
+    from ctpipe.data.schema import Schema
+
+    return Schema.from_json(Path(path).read_text())
+
+
+def load_frame(path: str, schema: Schema, extra: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """Features (a pandas DataFrame, as the model sees them) and labels of a slice."""
+    import pyarrow.parquet as pq
+
+    from ctpipe.data.schema import label_values
+
+    available = set(pq.read_schema(path).names)
+    wanted = [c for c in dict.fromkeys([*schema.feature_names, *extra]) if c in available]
+    table = pq.read_table(path, columns=[*wanted, schema.target])
+    labels = table.column(schema.target)
+    if schema.task == "classification":
+        labels = label_values(labels)
+    frame = table.select(wanted).to_pandas()
+    return frame, labels.to_numpy(zero_copy_only=False)
+
+
+def train(
+    config: Config,
+    candidate: dict[str, Any],
+    schema_path: str,
+    train_path: str,
+    validation_path: str,
+    model_out: str,
+) -> TrainResult:
+    import joblib
+    from threadpoolctl import threadpool_limits
+
+    from ctpipe import evaluation, features
+    from ctpipe.training.families import build_estimator, training_threads
+    from ctpipe.training.search import Candidate, TrainResult
+
+    spec = Candidate.from_dict(candidate)
+    schema = load_schema(schema_path)
+    x_train, y_train = load_frame(train_path, schema)
+    x_val, y_val = load_frame(validation_path, schema)
+    threads = training_threads()
+    started = time.perf_counter()
+    estimator = build_estimator(spec.family, config.task, spec.params, config.search.seed, threads)
+    model = features.build_model(schema, estimator)
+    # OpenMP (gradient boosting) and BLAS pools spin-wait: oversubscribed, they crawl.
+    with threadpool_limits(limits=threads):
+        model.fit(x_train, y_train)
+    seconds = time.perf_counter() - started
+    outputs = evaluation.model_outputs(model, x_val, config.task)
+    target = evaluation.Target.of(y_val, config.task, outputs.classes or ())
+    score = evaluation.metric_value(
+        config.search_metric, target, evaluation.scores_for(outputs, target)
+    )
+    joblib.dump(model, model_out)
+    return TrainResult(spec, config.search_metric, score, len(y_train), len(y_val), seconds)
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: TrainResult
+    results: tuple[TrainResult, ...]
+    leaderboard: str
+
+    def describe(self) -> str:
+        return f"chose {self.chosen.describe()} out of {len(self.results)} candidates"
+
+
+def select(
+    config: Config, candidates: list[tuple[str, dict[str, Any]]], best_out: str
+) -> Selection:
+    """Pick the best trained candidate on validation; copy its model to `best_out`.
+
+    `candidates` holds (model path, model artifact metadata) pairs.
+    """
+    import shutil
+
+    from ctpipe.training.search import TrainResult, best, leaderboard
+
+    results = [TrainResult.from_metadata(meta) for _, meta in candidates]
+    higher = config.higher_is_better(config.search_metric)
+    index = best(results, higher)
+    shutil.copyfile(candidates[index][0], best_out)
+    return Selection(results[index], tuple(results), leaderboard(results, index, higher))
+
+
+def evaluate(
+    config: Config, model_path: str, test_path: str, schema_path: str, evaluation_out: str
+) -> Evaluation:
+    """Score the challenger and the current champion on the same newest rows; apply the gate.
+
+    `evaluation_out` receives the decision and the champion version it was made against,
+    which `register` checks before it moves any alias.
+    """
+    import joblib
+
+    from ctpipe import evaluation, registry
+
+    schema = load_schema(schema_path)
+    frame, labels = load_frame(test_path, schema, extra=tuple(config.sensitive_columns))
+    challenger = evaluation.model_outputs(joblib.load(model_path), frame, config.task)
+    champion_ref = registry.champion(config)
+    champion_outputs = None
+    notes: tuple[str, ...] = ()
+    if champion_ref is not None:
+        try:
+            champion_outputs = evaluation.model_outputs(
+                registry.load_model(champion_ref), frame, config.task
+            )
+        except Exception as exc:  # an old champion may not understand new columns
+            notes = (
+                f"champion v{champion_ref.version} could not score the test slice ({exc}); compared on thresholds only",
+            )
+    result = evaluation.evaluate(
+        config,
+        frame,
+        labels,
+        challenger,
+        champion_outputs,
+        champion_ref.version if champion_outputs is not None and champion_ref else None,
+        notes,
+    )
+    record = {
+        "evaluation": result.to_dict(),
+        "champion_version": champion_ref.version if champion_ref else None,
+    }
+    Path(evaluation_out).write_text(json.dumps(record, indent=2))
+    return result
+
+
+def register(
+    config: Config,
+    *,
+    model_path: str,
+    model_metadata: dict[str, Any],
+    schema_path: str,
+    evaluation_path: str,
+    test_path: str,
+    dataset_metadata: dict[str, Any],
+    kfp_run_id: str,
+    kfp_run_name: str,
+    reason: str,
+) -> Registration:
+    """Log the blessed challenger to MLflow, register it and make it the champion."""
+    import joblib
+
+    from ctpipe import registry
+    from ctpipe.evaluation import Evaluation
+    from ctpipe.registry import Registration
+    from ctpipe.training.search import TrainResult
+
+    evaluation_raw = json.loads(Path(evaluation_path).read_text())
+    result = Evaluation.from_dict(evaluation_raw["evaluation"])
+    expected_champion = evaluation_raw["champion_version"]
+    if not result.blessed:
+        raise ValueError(
+            "register was called for a challenger the gate refused"
+        )  # pipeline wiring bug
+    trained = TrainResult.from_metadata(model_metadata)
+    schema = load_schema(schema_path)
+    model = joblib.load(model_path)
+    example, _ = load_frame(test_path, schema)
+    tags = {
+        registry.TAG_DATASET_URI: str(dataset_metadata.get("source", "")),
+        registry.TAG_DATASET_HASH: str(dataset_metadata.get("content_hash", "")),
+        registry.TAG_DATASET_ROWS: str(dataset_metadata.get("rows", "")),
+        registry.TAG_KFP_RUN_ID: kfp_run_id,
+        registry.TAG_KFP_RUN_NAME: kfp_run_name,
+        registry.TAG_SCHEMA_VERSION: str(schema.version),
+        registry.TAG_REASON: reason,
+        registry.TAG_CANDIDATE: trained.candidate.id,
+        registry.TAG_TEST_METRIC: f"{result.metric}={result.metrics[result.metric]:.6f}",
+    }
+    metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+    metrics[f"validation_{trained.metric}"] = trained.score
+    if result.decision.comparison:
+        c = result.decision.comparison
+        metrics.update(
+            {"gate_improvement": c.improvement, "gate_ci_low": c.low, "gate_ci_high": c.high}
+        )
+    run_id, version = registry.log_and_register(
+        config,
+        model,
+        run_name=kfp_run_name or f"ctpipe-{trained.candidate.id}",
+        params={"family": trained.candidate.family, **trained.candidate.params},
+        metrics=metrics,
+        tags=tags,
+        texts={"schema.json": schema.to_json(), "evaluation.md": result.markdown()},
+        input_example=example.head(5),
+    )
+    previous = registry.promote(config, version, expected_champion)
+    return Registration(config.model_name, version, run_id, previous, True)

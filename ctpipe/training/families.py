@@ -1,0 +1,128 @@
+"""Model families a search may use, and the parameters each accepts.
+
+The tables are static so that checking a config never imports scikit-learn (each KFP
+step is a fresh process, and that import costs seconds). A unit test keeps them in step
+with the real estimators' `get_params()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+THREADS_ENV = "CTPIPE_TRAIN_THREADS"
+
+
+def training_threads() -> int:
+    """Threads one training step may use.
+
+    CTPIPE_TRAIN_THREADS when set (`ctpipe run` sets it, since kfp.local runs two steps at
+    once on one machine), else the CPUs this process may use, cgroup limits included, so
+    that a pod with a 2-CPU limit on a 64-core node does not start 64 OpenMP threads.
+    """
+    configured = os.environ.get(THREADS_ENV)
+    if configured:
+        return max(1, int(configured))
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count(only_physical_cores=False)))
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    classification: tuple[str, ...]  # accepted params for each task
+    regression: tuple[str, ...]
+
+    def params_for(self, task: str) -> tuple[str, ...]:
+        return self.classification if task == "classification" else self.regression
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "linear",
+            classification=("C", "max_iter", "class_weight", "tol"),
+            regression=("alpha", "tol"),
+        ),
+        Family(
+            "random_forest",
+            classification=(
+                "n_estimators",
+                "max_depth",
+                "min_samples_leaf",
+                "max_features",
+                "class_weight",
+                "bootstrap",
+                "max_samples",
+            ),
+            regression=(
+                "n_estimators",
+                "max_depth",
+                "min_samples_leaf",
+                "max_features",
+                "bootstrap",
+                "max_samples",
+            ),
+        ),
+        Family(
+            "hist_gradient_boosting",
+            classification=(
+                "learning_rate",
+                "max_iter",
+                "max_depth",
+                "max_leaf_nodes",
+                "min_samples_leaf",
+                "l2_regularization",
+                "early_stopping",
+                "class_weight",
+            ),
+            regression=(
+                "learning_rate",
+                "max_iter",
+                "max_depth",
+                "max_leaf_nodes",
+                "min_samples_leaf",
+                "l2_regularization",
+                "early_stopping",
+                "loss",
+            ),
+        ),
+    )
+}
+
+
+def build_estimator(
+    family: str, task: str, params: dict[str, Any], seed: int, threads: int = 1
+) -> Any:
+    """A fresh, unfitted scikit-learn estimator for one candidate."""
+    if family == "linear":
+        if task == "classification":
+            from sklearn.linear_model import LogisticRegression
+
+            return LogisticRegression(**{"max_iter": 1000, **params})
+        from sklearn.linear_model import Ridge
+
+        return Ridge(**params)
+    if family == "random_forest":
+        from sklearn import ensemble
+
+        forest = (
+            ensemble.RandomForestClassifier
+            if task == "classification"
+            else ensemble.RandomForestRegressor
+        )
+        return forest(**{"n_jobs": threads, "random_state": seed, **params})
+    if family == "hist_gradient_boosting":
+        from sklearn import ensemble
+
+        boosting = (
+            ensemble.HistGradientBoostingClassifier
+            if task == "classification"
+            else ensemble.HistGradientBoostingRegressor
+        )
+        # Early stopping holds out a random 10% internally; fixing the seed keeps runs repeatable.
+        return boosting(**{"random_state": seed, **params})
+    raise ValueError(f"unknown model family {family!r}")

@@ -1,0 +1,287 @@
+"""Run the compiled pipeline on this machine with kfp.local, and report on it.
+
+The same components run here as in a cluster: kfp.local's SubprocessRunner starts each
+step as a fresh process through `kfp.dsl.executor_main`, exactly as a pod would.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from ctpipe import steplog, storage
+from ctpipe.config import Config
+from ctpipe.training.families import THREADS_ENV
+
+LOCAL_PARALLELISM = 2  # kfp.local's cap on concurrent tasks (conservative_max in kfp 2.17)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_SKIPPED = re.compile(r"Skipping conditional task (\S+)")
+_STEP_LINE = re.compile(r"^\[" + steplog.MARK + r":([\w-]+)\] ?(.*)$")
+
+
+class ProgressView(io.TextIOBase):
+    """Turns kfp.local's verbose log into one line per event.
+
+    kfp.local logs every executor input and output as JSON; a person running the
+    pipeline wants to see the steps, what they found, and why something failed.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.perf_counter()
+        self.task_started: dict[str, list[float]] = {}
+        self.pending = ""
+        self.recent: list[str] = []  # raw lines since the last step boundary, for tracebacks
+        self.errors_seen: set[str] = set()
+        self.failed: str | None = None
+        self.error_lines: list[str] = []
+        self.lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def _emit(self, step: str, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.out.write(f"{elapsed:6.1f}s  {step:<9} {message}\n")
+        self.out.flush()
+
+    def _line(self, raw: str) -> None:
+        line = raw.strip()
+        match = _STEP_LINE.match(line)
+        if match:
+            step, message = match.groups()
+            if message.startswith(steplog.ERROR):
+                self.errors_seen.add(step)
+                self.error_lines.append(message[len(steplog.ERROR) :].strip())
+                self._emit(step, "✗ " + message[len(steplog.ERROR) :].strip())
+            else:
+                self._emit(step, message)
+            return
+        if match := _STARTED.search(line):
+            self.task_started.setdefault(match.group(1), []).append(time.perf_counter())
+            self.recent = []
+            return
+        if match := _FINISHED.search(line):
+            name, status = match.groups()
+            starts = self.task_started.get(name) or [time.perf_counter()]
+            seconds = time.perf_counter() - starts.pop(0)
+            if status == "SUCCESS":
+                self._emit(name, f"✓ {seconds:.1f}s")
+            else:
+                self.failed = self.failed or name
+                if name not in self.errors_seen:
+                    tail = _traceback_tail(self.recent)
+                    self.error_lines.extend(tail)
+                    for text in tail:
+                        self._emit(name, "✗ " + text)
+                self._emit(name, f"✗ failed after {seconds:.1f}s")
+            return
+        if match := _SKIPPED.search(line):
+            if match.group(1).startswith("condition") or "blessed" in match.group(1):
+                self._emit("register", "– skipped: the gate did not bless the challenger")
+            return
+        self.recent.append(line)
+        del self.recent[:-60]
+
+
+def _traceback_tail(lines: list[str]) -> list[str]:
+    starts = [i for i, text in enumerate(lines) if text.startswith("Traceback")]
+    if not starts:
+        return [text for text in lines if text][-3:]
+    block = [text for text in lines[starts[-1] :] if text]
+    return block[-1:] if block else []
+
+
+@dataclass
+class LocalRun:
+    """What one local pipeline run did, read back from its output folder."""
+
+    ok: bool
+    run_dir: Path
+    seconds: float
+    failed_step: str | None = None
+    errors: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    validation: str | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    chosen: str | None = None
+    evaluation: dict[str, Any] | None = None
+    champion_before: str | None = None
+    registered_version: str | None = None
+
+    @property
+    def blessed(self) -> bool:
+        return bool(self.evaluation and self.evaluation["decision"]["blessed"])
+
+
+def runs_root(config: Config) -> Path:
+    base = Path(config.state_dir) if not storage.is_s3(config.state_dir) else Path(".ctpipe")
+    return base / "runs"
+
+
+def run_local(
+    config: Config, *, reason: str = "manual", verbose: bool = False, out: TextIO | None = None
+) -> LocalRun:
+    """Run the pipeline with kfp.local; never raises for a failed step (see LocalRun.ok)."""
+    from kfp import local
+
+    from ctpipe.pipelines.continuous_training import continuous_training
+
+    out = out or sys.stdout
+    # kfp.local runs up to two steps at once; give each its share of the CPUs.
+    os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 2) // LOCAL_PARALLELISM)))
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+    root = (runs_root(config) / stamp).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+    )
+    view = ProgressView(out) if not verbose else None
+    started = time.perf_counter()
+    ok = True
+    errors: list[str] = []
+    # kfp.local indents a task's output by swapping builtins.print; two tasks running at
+    # once restore each other's swap and leave print indented for good. Undo that after.
+    original_print = builtins.print
+    with warnings.catch_warnings():
+        # Our logical image name does not say "python", which makes kfp.local warn.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        redirect = contextlib.redirect_stdout(view) if view else contextlib.nullcontext()
+        with redirect:
+            try:
+                continuous_training(config=config.to_dict(), reason=reason)
+            except RuntimeError as exc:
+                ok = False
+                errors.append(str(exc))
+            finally:
+                builtins.print = original_print
+    run_dirs = [p for p in root.iterdir() if p.is_dir()]
+    run = read_run(run_dirs[0] if run_dirs else root, time.perf_counter() - started, ok)
+    if view:
+        run.failed_step = view.failed
+        run.errors = view.error_lines or errors
+    else:
+        run.errors = errors
+    return run
+
+
+def _outputs(run_dir: Path, task: str) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted(run_dir.glob(f"**/{task}/executor_output.json")):
+        found.append(json.loads(path.read_text()))
+    return found
+
+
+def _artifact(output: dict[str, Any], name: str) -> dict[str, Any]:
+    artifacts = output.get("artifacts", {}).get(name, {}).get("artifacts", [])
+    return artifacts[0] if artifacts else {}
+
+
+def read_run(run_dir: Path, seconds: float, ok: bool) -> LocalRun:
+    run = LocalRun(ok=ok, run_dir=run_dir, seconds=seconds)
+    for output in _outputs(run_dir, "ingest"):
+        run.data = _artifact(output, "data").get("metadata", {})
+    for output in _outputs(run_dir, "validate"):
+        run.validation = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "train"):
+        run.candidates.append(_artifact(output, "model").get("metadata", {}))
+    for output in _outputs(run_dir, "select"):
+        run.chosen = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "evaluate"):
+        uri = _artifact(output, "evaluation").get("uri")
+        if uri and Path(uri).exists():
+            record = json.loads(Path(uri).read_text())
+            run.evaluation = record["evaluation"]
+            run.champion_before = record["champion_version"]
+    for output in _outputs(run_dir, "register"):
+        run.registered_version = output.get("parameterValues", {}).get("Output")
+    return run
+
+
+def summary(run: LocalRun, config: Config) -> str:
+    """The closing report of `ctpipe run`."""
+    lines = [""]
+    if run.ok:
+        if run.registered_version:
+            before = (
+                f" (previous: v{run.champion_before})"
+                if run.champion_before
+                else " (first champion)"
+            )
+            lines.append(f"Champion is now {config.model_name} v{run.registered_version}{before}.")
+        elif run.evaluation is not None:
+            kept = f"v{run.champion_before}" if run.champion_before else "none"
+            lines.append(f"The gate refused the challenger; the champion stays ({kept}).")
+    else:
+        step = f" in step {run.failed_step!r}" if run.failed_step else ""
+        lines.append(f"The run FAILED{step}; nothing was promoted.")
+        lines += [f"  {e}" for e in run.errors]
+    lines.append("")
+    if run.data:
+        lines.append(
+            f"  data        {run.data.get('rows', 0):,} rows x {len(run.data.get('columns', []))} columns "
+            f"from {run.data.get('source')} ({str(run.data.get('content_hash', ''))[:19]})"
+        )
+    if run.validation:
+        lines.append(f"  validation  {run.validation}")
+    if run.candidates:
+        ranked = sorted(run.candidates, key=lambda m: m.get("validation_score", 0.0), reverse=True)
+        metric = ranked[0].get("metric", "")
+        higher = config.higher_is_better(metric) if metric else True
+        if not higher:
+            ranked.reverse()
+        lines.append(f"  candidates  {len(ranked)} trained, validation {metric}:")
+        for meta in ranked:
+            mark = "  <- chosen" if meta.get("candidate") == run.chosen else ""
+            lines.append(
+                f"                {meta.get('candidate', '?'):<28} {meta.get('validation_score', 0.0):.4f}{mark}"
+            )
+    if run.evaluation is not None:
+        decision = run.evaluation["decision"]
+        metric = run.evaluation["metric"]
+        verdict = "BLESSED" if decision["blessed"] else "REFUSED"
+        lines.append(
+            f"  gate        {verdict}: test {metric} {run.evaluation['metrics'][metric]:.4f} on {run.evaluation['rows']:,} newest rows"
+        )
+        comparison = decision.get("comparison")
+        if comparison:
+            pct = round(comparison["confidence"] * 100)
+            lines.append(
+                f"              vs champion v{comparison['champion_version']} {comparison['champion']:.4f}: "
+                f"improvement {comparison['improvement']:+.4f}, {pct}% CI [{comparison['low']:+.4f}, {comparison['high']:+.4f}], "
+                f"margin {config.gate.margin}"
+            )
+        for reason in decision["reasons"]:
+            lines.append(f"              - {reason}")
+    if run.registered_version:
+        lines.append(
+            f"  champion    {config.model_name} v{run.registered_version} (MLflow alias 'champion')"
+        )
+    lines.append(f"  took        {run.seconds:.1f}s; step outputs in {run.run_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Each KFP component, called through `python_func` on real files: the same body a pod runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+
+from ctpipe.components.evaluate import evaluate
+from ctpipe.components.ingest import ingest
+from ctpipe.components.plan import plan
+from ctpipe.components.register import register
+from ctpipe.components.select import select
+from ctpipe.components.split import split
+from ctpipe.components.train import train
+from ctpipe.components.validate import validate
+from ctpipe.config import Config
+from ctpipe.data import synthetic
+from tests.conftest import make_config
+
+
+def artifact(cls, tmp_path: Path, name: str):
+    return cls(name=name, uri=str(tmp_path / name))
+
+
+def as_kfp(value):
+    """What a dict parameter looks like after KFP carried it: every number a double."""
+    if isinstance(value, dict):
+        return {k: as_kfp(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_kfp(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+@pytest.fixture
+def staged(tmp_path: Path, small_config: Config):
+    """Run ingest, validate and split once; return the artifacts."""
+    config = as_kfp(small_config.to_dict())
+    data = artifact(Dataset, tmp_path, "data")
+    ingest.python_func(config=config, data=data)
+    schema = artifact(Artifact, tmp_path, "schema")
+    validate.python_func(
+        config=config, data=data, schema=schema, report=artifact(Markdown, tmp_path, "report")
+    )
+    slices = {name: artifact(Dataset, tmp_path, name) for name in ("train", "validation", "test")}
+    split.python_func(config=config, data=data, **slices)
+    return {"config": config, "data": data, "schema": schema, **slices}
+
+
+def test_ingest_writes_parquet_with_lineage_metadata(tmp_path: Path, small_config: Config) -> None:
+    data = artifact(Dataset, tmp_path, "data")
+    message = ingest.python_func(config=small_config.to_dict(), data=data)
+    table = pq.read_table(data.path)
+    assert table.num_rows == 3000 == data.metadata["rows"]
+    assert data.metadata["content_hash"].startswith("sha256:")
+    assert "label" in data.metadata["columns"] and "_ctpipe_file" not in data.metadata["columns"]
+    assert "3,000 rows" in message
+
+
+def test_validate_infers_v1_then_reuses_it(staged, tmp_path: Path) -> None:
+    schema = json.loads(Path(staged["schema"].path).read_text())
+    assert schema["version"] == 1 and staged["schema"].metadata["version"] == 1
+    again = artifact(Artifact, tmp_path, "schema2")
+    summary = validate.python_func(
+        config=staged["config"],
+        data=staged["data"],
+        schema=again,
+        report=artifact(Markdown, tmp_path, "r2"),
+    )
+    assert "passed against schema v1" in summary and "inferred now" not in summary
+
+
+def test_validate_stops_with_listed_violations(
+    tmp_path: Path, small_config: Config, capsys
+) -> None:
+    config = small_config.to_dict()
+    first = artifact(Dataset, tmp_path, "first")
+    ingest.python_func(config=config, data=first)
+    validate.python_func(
+        config=config,
+        data=first,
+        schema=artifact(Artifact, tmp_path, "s1"),
+        report=artifact(Markdown, tmp_path, "r1"),
+    )
+    bad_rows = synthetic.generate(500, 3).drop_columns(["num_3"])
+    bad_file = tmp_path / "bad.csv"
+    synthetic.write(bad_rows, str(bad_file))
+    bad_config = small_config.replace(data=small_config.data.__class__(uri=str(bad_file))).to_dict()
+    bad = artifact(Dataset, tmp_path, "bad")
+    ingest.python_func(config=bad_config, data=bad)
+    with pytest.raises(SystemExit) as stopped:
+        validate.python_func(
+            config=bad_config,
+            data=bad,
+            schema=artifact(Artifact, tmp_path, "s2"),
+            report=artifact(Markdown, tmp_path, "r2"),
+        )
+    assert stopped.value.code != 0
+    printed = capsys.readouterr().out
+    assert (
+        "[ctpipe:validate] ERROR" in printed
+        and "'num_3'" in printed
+        and "missing_column" in printed
+    )
+
+
+def test_split_slices_are_time_ordered(staged) -> None:
+    times = {
+        n: pq.read_table(staged[n].path).column("event_time")
+        for n in ("train", "validation", "test")
+    }
+    assert max(times["train"].to_pylist()) < min(times["validation"].to_pylist())
+    assert max(times["validation"].to_pylist()) < min(times["test"].to_pylist())
+    assert sum(staged[n].metadata["rows"] for n in ("train", "validation", "test")) == 3000
+
+
+def test_plan_returns_one_dict_per_grid_point(small_config: Config) -> None:
+    candidates = plan.python_func(config=small_config.to_dict())
+    assert [c["family"] for c in candidates] == [
+        "linear",
+        "random_forest",
+        "hist_gradient_boosting",
+    ]
+
+
+def _train_all(staged, tmp_path: Path) -> list[Model]:
+    models = []
+    for i, candidate in enumerate(plan.python_func(config=staged["config"])):
+        candidate = as_kfp(candidate)
+        model = artifact(Model, tmp_path, f"model{i}")
+        train.python_func(
+            config=staged["config"],
+            candidate=candidate,
+            schema=staged["schema"],
+            train=staged["train"],
+            validation=staged["validation"],
+            model=model,
+            metrics=artifact(Metrics, tmp_path, f"metrics{i}"),
+        )
+        models.append(model)
+    return models
+
+
+def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
+    models = _train_all(staged, tmp_path)
+    assert all(0.5 < m.metadata["validation_score"] <= 1.0 for m in models)
+    best = artifact(Model, tmp_path, "best")
+    chosen = select.python_func(
+        config=staged["config"],
+        models=models,
+        best=best,
+        leaderboard=artifact(Markdown, tmp_path, "board"),
+    )
+    top = max(models, key=lambda m: m.metadata["validation_score"])
+    assert chosen == top.metadata["candidate"] == best.metadata["candidate"]
+    assert Path(best.path).read_bytes() == Path(top.path).read_bytes()
+
+    evaluation = artifact(Artifact, tmp_path, "evaluation")
+    metrics = artifact(Metrics, tmp_path, "test_metrics")
+    classification = artifact(ClassificationMetrics, tmp_path, "classification")
+    blessed = evaluate.python_func(
+        config=staged["config"],
+        model=best,
+        test=staged["test"],
+        schema=staged["schema"],
+        metrics=metrics,
+        classification=classification,
+        report=artifact(Markdown, tmp_path, "gate"),
+        evaluation=evaluation,
+    )
+    assert blessed is True  # no champion yet, thresholds met
+    assert 0.6 < metrics.metadata["test_roc_auc"] <= 1.0
+    assert (
+        "confusionMatrix" in classification.metadata
+        and "confidenceMetrics" in classification.metadata
+    )
+
+    version = register.python_func(
+        config=staged["config"],
+        model=best,
+        schema=staged["schema"],
+        evaluation=evaluation,
+        test=staged["test"],
+        data=staged["data"],
+        kfp_run_id="run-123",
+        kfp_run_name="unit",
+        reason="manual",
+    )
+    assert version == "1"
+
+
+def test_components_fail_cleanly_on_a_bad_config(tmp_path: Path, capsys) -> None:
+    config = make_config(tmp_path).to_dict()
+    config["gate"]["margn"] = 0.1
+    with pytest.raises(SystemExit):
+        ingest.python_func(config=config, data=artifact(Dataset, tmp_path, "data"))
+    assert "gate.margn: unknown key; did you mean 'margin'?" in capsys.readouterr().out

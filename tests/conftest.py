@@ -1,0 +1,142 @@
+"""Shared fixtures: small configs, synthetic data files, and real services on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctpipe import config as config_module
+from ctpipe.config import Config
+from ctpipe.data import synthetic
+
+# Fast enough for tests, still one candidate per family.
+SMALL_SEARCH: list[dict[str, Any]] = [
+    {"family": "linear", "params": {"C": 1.0}},
+    {"family": "random_forest", "params": {"n_estimators": 30, "min_samples_leaf": 5}},
+    {"family": "hist_gradient_boosting", "params": {"max_iter": 60}},
+]
+
+
+def make_config(state_dir: Path, **overrides: Any) -> Config:
+    """The default config, small and fast, with state under `state_dir`."""
+    raw: dict[str, Any] = {
+        "model_name": "test-model",
+        "task": "classification",
+        "target": "label",
+        "timestamp": "event_time",
+        "id_column": "request_id",
+        "sensitive_columns": ["region"],
+        "state_dir": str(state_dir),
+        "data": {"synthetic": {"rows": 3000, "seed": 7}},
+        "search": {"candidates": SMALL_SEARCH},
+        "gate": {"thresholds": {"roc_auc": 0.6}, "bootstrap_samples": 200},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return config_module.from_dict(raw)
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> Config:
+    return make_config(tmp_path / "state")
+
+
+@pytest.fixture
+def write_data(tmp_path: Path):
+    """Write synthetic rows to a file under tmp_path; returns its path."""
+
+    def write(name: str, rows: int = 3000, seed: int = 7, **kwargs: Any) -> Path:
+        path = tmp_path / "data" / name
+        synthetic.write(synthetic.generate(rows, seed, **kwargs), str(path))
+        return path
+
+    return write
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited early with code {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 endpoint: moto's server on a free loopback port, spoken to over HTTP."""
+    port = free_port()
+    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    process = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client on the moto server, with the environment ctpipe reads pointing at it."""
+    import boto3
+
+    from ctpipe import storage
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    storage._client.cache_clear()
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    yield client
+    storage._client.cache_clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_env() -> Iterator[None]:
+    """Nothing from the developer's shell leaks in: tests pick their own MLflow store
+    (sqlite under their state_dir) and their own S3 endpoint."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in (
+            "MLFLOW_TRACKING_URI",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL",
+            "MLFLOW_S3_ENDPOINT_URL",
+        ):
+            env.delenv(name, raising=False)
+        env.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        if "CTPIPE_TRAIN_THREADS" not in os.environ:
+            env.setenv("CTPIPE_TRAIN_THREADS", "1")
+        yield

@@ -1,0 +1,92 @@
+"""MLflow registry: aliases, the promotion race, and checksum-verified loading (real sqlite MLflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctpipe import registry
+from ctpipe.config import Config
+from ctpipe.data import schema as schema_module
+from ctpipe.data import synthetic
+from ctpipe.errors import RegistryError
+from ctpipe.features import build_model
+from ctpipe.training.families import build_estimator
+
+
+def _model(config: Config) -> tuple[Any, Any]:
+    table = synthetic.generate(600, seed=3)
+    schema = schema_module.infer(table, config)
+    frame = table.to_pandas()
+    model = build_model(schema, build_estimator("linear", "classification", {}, seed=0))
+    model.fit(frame[schema.feature_names], frame["label"])
+    return model, frame[schema.feature_names]
+
+
+def _register(config: Config, model: Any, example: Any) -> str:
+    _, version = registry.log_and_register(
+        config,
+        model,
+        run_name="test",
+        params={"family": "linear"},
+        metrics={"test_roc_auc": 0.8},
+        tags={registry.TAG_KFP_RUN_ID: "run-1"},
+        texts={"note.md": "hello"},
+        input_example=example.head(3),
+    )
+    return version
+
+
+def test_promote_moves_champion_and_keeps_previous(small_config: Config) -> None:
+    model, example = _model(small_config)
+    assert registry.champion(small_config) is None
+    v1 = _register(small_config, model, example)
+    assert registry.champion(small_config) is None, "registering alone must not promote"
+    assert registry.promote(small_config, v1, expected_champion=None) is None
+    v2 = _register(small_config, model, example)
+    assert registry.promote(small_config, v2, expected_champion=v1) == v1
+    assert registry.champion(small_config).version == v2
+    assert registry.get_alias(small_config, registry.PREVIOUS).version == v1
+
+
+def test_promote_refuses_when_the_champion_moved(small_config: Config) -> None:
+    model, example = _model(small_config)
+    v1 = _register(small_config, model, example)
+    registry.promote(small_config, v1, expected_champion=None)
+    v2 = _register(small_config, model, example)
+    with pytest.raises(RegistryError, match="moved from no champion to v1"):
+        registry.promote(small_config, v2, expected_champion=None)
+    assert registry.champion(small_config).version == v1
+
+
+def test_load_verifies_the_checksum(small_config: Config) -> None:
+    model, example = _model(small_config)
+    version = _register(small_config, model, example)
+    registry.promote(small_config, version, expected_champion=None)
+    ref = registry.champion(small_config)
+    loaded = registry.load_model(ref)
+    assert (loaded.predict_proba(example) == model.predict_proba(example)).all()
+
+    # Tamper with the stored pickle: the next load must refuse it.
+    pickles = list(Path(small_config.state_dir, "mlartifacts").rglob(registry.PICKLE_FILE))
+    assert pickles, "the model was not stored under state_dir/mlartifacts"
+    for path in pickles:
+        path.write_bytes(path.read_bytes() + b"\x00")
+    with pytest.raises(RegistryError, match="the artifact was changed"):
+        registry.load_model(ref)
+
+
+def test_models_without_a_checksum_are_refused(small_config: Config) -> None:
+    ref = registry.ModelRef("m", "1", None, "models:/m/1", tags={})
+    with pytest.raises(RegistryError, match=r"no ctpipe\.model\.sha256 tag"):
+        registry.load_model(ref)
+
+
+def test_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert registry.tracking_uri(str(tmp_path)) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    with pytest.raises(RegistryError, match="MLFLOW_TRACKING_URI is not set"):
+        registry.tracking_uri("s3://bucket/state")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert registry.tracking_uri("s3://bucket/state") == "http://mlflow:5000"
