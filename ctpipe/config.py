@@ -106,6 +106,28 @@ class CandidateSpace:
     family: str
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", decode_params(self.params))
+
+
+# KFP cannot carry null anywhere inside a dict parameter, yet null is a meaningful model
+# parameter (max_depth: null is "no limit"). On the way through KFP it is this string.
+NULL_PARAM = "null"
+
+
+def encode_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: _map_null(v, None, NULL_PARAM) for k, v in params.items()}
+
+
+def decode_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: _map_null(v, NULL_PARAM, None) for k, v in params.items()}
+
+
+def _map_null(value: Any, old: Any, new: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_map_null(v, old, new) for v in value]
+    return new if value == old and type(value) is type(old) else value
+
 
 def _default_candidates(task: str = "classification") -> tuple[CandidateSpace, ...]:
     # Logistic regression takes C, ridge takes alpha (about 1/C).
@@ -175,7 +197,10 @@ class Config:
         Unset (None) values are left out: KFP cannot carry null inside a dict parameter,
         and every optional key defaults to None anyway.
         """
-        return _plain(dataclasses.asdict(self))
+        raw = dataclasses.asdict(self)
+        for space in raw["search"]["candidates"]:
+            space["params"] = encode_params(space["params"])
+        return _plain(raw)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

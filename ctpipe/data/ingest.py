@@ -185,7 +185,7 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
                 arrays.append(_cast(part.column(name), target[name]))
             else:
                 arrays.append(pa.nulls(part.num_rows, target[name]))
-        aligned.append(pa.table(arrays, names=names))
+        aligned.append(pa.Table.from_arrays(arrays, names=names))
     return pa.concat_tables(aligned)
 
 

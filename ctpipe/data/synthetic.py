@@ -101,7 +101,7 @@ def generate(
             .clip(0, len(levels) - 1)
         )
         logit += cat_effects[name][codes] * (1 - concept) - cat_effects[name][codes] * concept
-        columns[name] = pa.array(np.asarray(levels, dtype=object)[codes])
+        columns[name] = pa.array(levels, pa.string()).take(pa.array(codes))
 
     span = days * 86400.0
     jitter = rng.uniform(0, span / max(rows, 1), rows)
@@ -130,7 +130,7 @@ def generate(
         table[f"num_{j}"] = pa.array(values, mask=mask)
     table.update(columns)
     table["label"] = label_array
-    return pa.table(table)
+    return pa.Table.from_pydict(table)
 
 
 def _ramp(position: np.ndarray, drift: Drift) -> np.ndarray:

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ctpipe.config import Config
+from ctpipe.config import Config, decode_params, encode_params
 from ctpipe.errors import ConfigError
 
 
@@ -18,13 +18,13 @@ class Candidate:
     params: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "params": encode_params(self.params)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Candidate:
         # KFP hands numbers over as doubles: 200 comes back as 200.0, which sklearn's
         # integer parameters refuse.
-        params = {k: _restore_int(k, v) for k, v in raw["params"].items()}
+        params = {k: _restore_int(k, v) for k, v in decode_params(raw["params"]).items()}
         return cls(str(raw["id"]), str(raw["family"]), params)
 
     def describe(self) -> str:

@@ -8,6 +8,7 @@ message naming the problem, and must leave the `champion` alias where it was.
 from __future__ import annotations
 
 import dataclasses
+import io
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,23 +52,9 @@ def world(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             client.upload_file(str(local), BUCKET, f"events/part-{i}.csv")
         config = make_config(root / "state")
         config = config.replace(data=dataclasses.replace(config.data, uri=f"s3://{BUCKET}/events/"))
-        first = run_local(config, out=_Sink())
+        first = run_local(config, out=io.StringIO())
         yield {"config": config, "first": first, "root": root, "client": client}
         storage._client.cache_clear()
-
-
-class _Sink:
-    """Collects the progress view's output (shown by pytest on failure)."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def champion_version(config: Config) -> str | None:
@@ -96,7 +83,7 @@ def test_first_run_registers_a_champion_from_s3(world: dict[str, Any]) -> None:
 
 def test_second_run_compares_with_the_champion_on_the_same_rows(world: dict[str, Any]) -> None:
     config: Config = world["config"]
-    run = run_local(config, out=_Sink())
+    run = run_local(config, out=io.StringIO())
     assert run.ok, run.errors
     comparison = run.evaluation["decision"]["comparison"]
     assert comparison["champion_version"] == "1"
@@ -121,7 +108,9 @@ def _put(
 def _run_bad(world: dict[str, Any], uri: str) -> LocalRun:
     config: Config = world["config"]
     before = champion_version(config)
-    run = run_local(config.replace(data=dataclasses.replace(config.data, uri=uri)), out=_Sink())
+    run = run_local(
+        config.replace(data=dataclasses.replace(config.data, uri=uri)), out=io.StringIO()
+    )
     assert not run.ok, "a bad input must fail the run"
     assert run.registered_version is None
     assert champion_version(config) == before, "a failed run moved the champion"
@@ -220,7 +209,9 @@ def test_worse_data_is_refused_and_the_champion_stays(world: dict[str, Any]) -> 
     # newest rows, where both models are tested, stay clean.
     worse = synthetic.generate(4000, seed=7, label_noise=0.45, label_noise_until=0.6)
     uri = _put(world, "worse/events.parquet", worse)
-    run = run_local(config.replace(data=dataclasses.replace(config.data, uri=uri)), out=_Sink())
+    run = run_local(
+        config.replace(data=dataclasses.replace(config.data, uri=uri)), out=io.StringIO()
+    )
     assert run.ok, run.errors
     assert not run.blessed and run.registered_version is None
     comparison = run.evaluation["decision"]["comparison"]

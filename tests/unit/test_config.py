@@ -555,3 +555,25 @@ def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.target = "other"  # type: ignore[misc]
     assert c.replace(target="y").target == "y"
+
+
+def test_null_model_params_survive_kfp() -> None:
+    """KFP refuses null inside dict parameters; max_depth: null must still mean None."""
+    from ctpipe.training.search import Candidate, expand
+
+    raw = {
+        "task": "classification",
+        "target": "label",
+        "timestamp": "event_time",
+        "search": {"candidates": [{"family": "random_forest", "params": {"max_depth": [None, 4]}}]},
+    }
+    parsed = config.from_dict(raw)
+    carried = parsed.to_dict()
+    assert carried["search"]["candidates"][0]["params"]["max_depth"] == ["null", 4]
+    assert "None" not in repr(carried)
+    assert config.from_dict(carried) == parsed
+    candidates = expand(parsed)
+    assert [c.params["max_depth"] for c in candidates] == [None, 4]
+    wire = [c.to_dict() for c in candidates]
+    assert wire[0]["params"]["max_depth"] == "null"
+    assert Candidate.from_dict(wire[0]).params["max_depth"] is None

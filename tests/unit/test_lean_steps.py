@@ -1,0 +1,64 @@
+"""Every pipeline step is a fresh process; steps that do not need a heavy library must not
+import it (mlflow, scikit-learn and torch each cost seconds). pandas is not on the list:
+pyarrow itself imports it the first time it builds any array."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctpipe.config import Config
+
+HEAVY = ("mlflow", "sklearn", "torch", "evidently", "kserve", "scipy")
+
+SCRIPT = """
+import json, sys
+from ctpipe import stages
+from ctpipe.config import from_dict
+config = from_dict(json.loads(sys.argv[1]))
+work = sys.argv[2]
+step = sys.argv[3]
+if step == "ingest":
+    stages.ingest(config, work + "/data")
+elif step == "validate":
+    stages.validate(config, work + "/data", work + "/schema", work + "/report")
+elif step == "split":
+    stages.split(config, work + "/data", work + "/train", work + "/validation", work + "/test")
+elif step == "plan":
+    stages.plan(config)
+elif step == "select":
+    meta = {"candidate": "linear-0", "family": "linear", "params": "{}", "metric": "roc_auc",
+            "validation_score": 0.8, "train_rows": 1, "validation_rows": 1, "seconds": 0.1}
+    open(work + "/m0", "w").write("model")
+    stages.select(config, [(work + "/m0", meta)], work + "/best")
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[4].split(",")))
+print(json.dumps(heavy))
+"""
+
+
+@pytest.mark.parametrize("step", ["ingest", "validate", "split", "plan", "select"])
+def test_light_steps_import_no_heavy_library(
+    step: str, small_config: Config, tmp_path: Path
+) -> None:
+    config = json.dumps(small_config.to_dict())
+    for earlier in ("ingest", "validate", "split")[
+        : ("ingest", "validate", "split", "plan", "select").index(step)
+    ]:
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT, config, str(tmp_path), earlier, ""],
+            check=True,
+            capture_output=True,
+        )
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, config, str(tmp_path), step, ",".join(HEAVY)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [], (
+        f"{step} imported heavy libraries"
+    )
