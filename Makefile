@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test test-fast lint compile bench clean constraints help
 
 help:
-	@echo "make run        set up, then run the continuous-training pipeline locally (kfp.local)"
+	@echo "make run        set up, then the live continuous-training demo (ctpipe demo)"
 	@echo "make test       set up, then lint, type-check and run the whole test suite"
 	@echo "make test-fast  unit and component tests only (no pipeline runs)"
 	@echo "make compile    regenerate pipelines/compiled/continuous_training.yaml"
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/ctpipe run
+	$(BIN)/ctpipe demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,6 +42,7 @@ compile: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
+	$(BIN)/python bench/drift_check.py
 
 # Re-pin every dependency after changing pyproject.toml (needs a working .venv).
 constraints: $(STAMP)

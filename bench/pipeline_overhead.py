@@ -3,8 +3,8 @@
 Both sides start from nothing (fresh state, fresh MLflow store) and run the same stage
 functions on the same data with the shipped search space:
 
-  in-process  ingest, validate, split, plan, train each candidate, select, evaluate,
-              register: one Python process, candidates one after another, all CPUs each;
+  in-process  ingest, validate, split, drift_report, plan, train each candidate, select,
+              evaluate, register: one Python process, candidates one after another, all CPUs;
   pipeline    `ctpipe run`'s path: kfp.local, one fresh process per step, two steps at
               a time (kfp.local's cap), half the CPUs each.
 
@@ -45,23 +45,34 @@ def in_process(config: Config, work: Path) -> dict[str, float]:
         times[name] = times.get(name, 0.0) + time.perf_counter() - started
         return result
 
-    p = {
-        name: str(work / name)
-        for name in (
-            "data",
-            "schema",
-            "report",
-            "train",
-            "validation",
-            "test",
-            "best",
-            "evaluation",
-        )
-    }
+    names = (
+        "data",
+        "schema",
+        "report",
+        "train",
+        "validation",
+        "test",
+        "profile",
+        "reference",
+        "drift",
+    )
+    p = {name: str(work / name) for name in (*names, "best", "evaluation")}
     data = timed("ingest", stages.ingest, config, p["data"])
     result = timed("validate", stages.validate, config, p["data"], p["schema"], p["report"])
     result.raise_if_failed()
-    timed("split", stages.split, config, p["data"], p["train"], p["validation"], p["test"])
+    timed(
+        "split",
+        stages.split,
+        config,
+        p["data"],
+        p["schema"],
+        p["train"],
+        p["validation"],
+        p["test"],
+        p["profile"],
+        p["reference"],
+    )
+    timed("drift_report", stages.drift_report, config, p["data"], p["schema"], p["drift"])
     candidates = timed("plan", stages.plan, config)
     trained = []
     for i, candidate in enumerate(candidates):
@@ -84,6 +95,8 @@ def in_process(config: Config, work: Path) -> dict[str, float]:
             schema_path=p["schema"],
             evaluation_path=p["evaluation"],
             test_path=p["test"],
+            profile_path=p["profile"],
+            sample_path=p["reference"],
             dataset_metadata=data.metadata(),
             kfp_run_id="bench",
             kfp_run_name="bench",

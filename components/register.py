@@ -13,12 +13,15 @@ def register(
     schema: Input[Artifact],
     evaluation: Input[Artifact],
     test: Input[Dataset],
+    profile: Input[Artifact],
+    reference: Input[Dataset],
     data: Input[Dataset],
     kfp_run_id: str,
     kfp_run_name: str,
     reason: str,
 ) -> str:
-    """Register a new model version; move `champion` to it and `previous` to the old one."""
+    """Register a new model version with its training snapshot (`profile`, `reference`);
+    move `champion` to it and `previous` to the old one."""
     from ctpipe import stages, steplog
     from ctpipe.config import from_dict
 
@@ -30,6 +33,8 @@ def register(
             schema_path=schema.path,
             evaluation_path=evaluation.path,
             test_path=test.path,
+            profile_path=profile.path,
+            sample_path=reference.path,
             dataset_metadata=dict(data.metadata),
             kfp_run_id=kfp_run_id,
             kfp_run_name=kfp_run_name,

@@ -9,12 +9,15 @@ ctpipe generate   write the built-in synthetic dataset to a file
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ctpipe import __version__
+from ctpipe import config as config_module
 from ctpipe.config import DEFAULT_CONFIG_NAME, Config, load
-from ctpipe.errors import CtpipeError
+from ctpipe.errors import ConfigError, CtpipeError
 
 
 def _config(path: str | None) -> tuple[Config, str]:
@@ -124,6 +127,140 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submitter(args: argparse.Namespace) -> Any:
+    from ctpipe.monitor.submit import KfpSubmitter, LocalSubmitter
+
+    backend = args.submit or os.environ.get("CTPIPE_SUBMIT", "local")
+    if backend == "kfp":
+        return KfpSubmitter(args.kfp_host, namespace=args.namespace, package_path=args.package)
+    if backend == "local":
+        return LocalSubmitter(verbose=False, out=sys.stdout if args.verbose else None)
+    raise ConfigError(f"--submit: expected local or kfp, got {backend!r}")
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from ctpipe.config import parse_timestamp
+    from ctpipe.monitor.runner import run_monitor
+
+    config = _config(args.config)[0]
+    now = parse_timestamp(args.now) if args.now else None
+    outcome = run_monitor(
+        config,
+        _submitter(args),
+        now=now,
+        manual=args.manual,
+        note=args.note or "",
+        pushgateway=args.pushgateway or os.environ.get("CTPIPE_PUSHGATEWAY_URL"),
+        report=not args.no_report,
+        dry_run=args.dry_run,
+        say=lambda line: print(f"monitor: {line}", flush=True),
+    )
+    print(outcome.summary())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ctpipe import simulate
+
+    base = _config(args.config)[0]
+    base = base.replace(
+        target=args.target, timestamp=args.time, model_name=args.model_name or base.model_name
+    )
+    if args.task:
+        base = base.replace(task=args.task)
+    base = config_module.from_dict(base.to_dict(), source="simulate options")
+    out = Path(
+        args.out or f"ctpipe-simulate/{Path(args.data).stem}-{args.policy.replace(':', '')}"
+    ).resolve()
+    _fresh(out, args.force)
+    stream = simulate.load_stream(args.data, args.time)
+    sim = simulate.run(
+        stream,
+        base,
+        out_dir=out,
+        batch=args.batch,
+        label_delay=args.label_delay,
+        policy=args.policy,
+        initial_batches=args.initial_batches,
+        train_window=args.train_window,
+    )
+    _report_simulation(sim)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ctpipe import simulate
+    from ctpipe.data import synthetic
+
+    out = Path(args.out).resolve()
+    _fresh(out, force=True)
+    print("ctpipe demo: a stream of 24 batches x 1,000 rows with two changes in it:")
+    print("  - an abrupt change at batch 9 (features shift, and the labelling rule moves)")
+    print("  - a gradual change from batch 17 to 21")
+    print("The champion predicts each batch before its labels arrive (one batch later); the")
+    print("monitor checks every batch and submits the real pipeline (kfp.local) when it must.\n")
+    stream = synthetic.generate(
+        24_000,
+        seed=11,
+        numeric=6,
+        categorical=2,
+        days=48,
+        drifts=(
+            synthetic.Drift(at=0.375, covariate=1.2, concept=0.6),
+            synthetic.Drift(at=0.70, width=0.2, covariate=-1.0, concept=0.4),
+        ),
+    )
+    base = config_module.from_dict(
+        {
+            "model_name": "ctpipe-demo-stream",
+            "task": "classification",
+            "target": "label",
+            "timestamp": "event_time",
+            "id_column": "request_id",
+            "sensitive_columns": ["region"],
+            "search": {"candidates": DEMO_SEARCH},
+            "gate": {"thresholds": {"roc_auc": 0.6}, "bootstrap_samples": 300},
+        },
+        source="demo",
+    )
+    sim = simulate.run(
+        stream, base, out_dir=out, batch=1000, label_delay=1, policy="auto", initial_batches=4
+    )
+    _report_simulation(sim)
+    return 0
+
+
+DEMO_SEARCH = [
+    {"family": "linear", "params": {"C": 1.0}},
+    {"family": "hist_gradient_boosting", "params": {"max_iter": 80}},
+]
+
+
+def _fresh(out: Path, force: bool) -> None:
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(
+                f"{out} is not empty; pass --force to replace it, or --out for another folder"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _report_simulation(sim: Any) -> None:
+    summary = sim.summary()
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in summary["prequential"].items())
+    print(f"\nprequential {scores}; {sim.retrains} retrains, {sim.promotions} promotions")
+    seconds = summary["compute_seconds"]
+    print(
+        f"compute: {seconds['total']:.0f}s in all, {seconds['pipeline']:.0f}s in pipeline runs, "
+        f"{seconds['monitor']:.0f}s in monitor checks"
+    )
+    print(f"report: {sim.out_dir}/summary.json, plot: {sim.out_dir}/timeline.png")
+    print(f"everything is in {sim.out_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctpipe",
@@ -205,6 +342,116 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("--data", help="override data.uri")
     schema.set_defaults(func=cmd_schema)
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="judge the champion's recent traffic; submit a retraining run when a trigger fires",
+        description="The CronJob entry point. Reads the prediction log and delayed labels, runs the drift "
+        "engine against the champion's training profile, evaluates the triggers (schedule, data drift, "
+        "performance, concept drift, manual), applies the policy (cooldown, minimum new rows, one active "
+        "run, claims against racing monitors) and submits the pipeline when warranted. Writes a JSON record "
+        "of every decision. Exits 0 for 'no action', 'held back' and 'submitted'; non-zero only on error. "
+        "Safe to rerun.",
+    )
+    monitor.add_argument(
+        "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
+    )
+    monitor.add_argument(
+        "--submit",
+        choices=("local", "kfp"),
+        help="where runs go: kfp.local here, or a KFP API server (default: $CTPIPE_SUBMIT or local)",
+    )
+    monitor.add_argument("--kfp-host", help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT)")
+    monitor.add_argument(
+        "--namespace",
+        help="KFP profile namespace in multi-user mode (default: $CTPIPE_KFP_NAMESPACE)",
+    )
+    monitor.add_argument(
+        "--package",
+        help="submit this compiled pipeline file instead of the uploaded pipeline's newest version",
+    )
+    monitor.add_argument(
+        "--manual",
+        action="store_true",
+        help="fire the manual trigger (skips cooldown and new-rows minimum)",
+    )
+    monitor.add_argument("--note", help="why, for a manual trigger; recorded with the decision")
+    monitor.add_argument(
+        "--pushgateway", help="push decision metrics here (default: $CTPIPE_PUSHGATEWAY_URL)"
+    )
+    monitor.add_argument("--no-report", action="store_true", help="skip the evidently HTML report")
+    monitor.add_argument(
+        "--dry-run", action="store_true", help="decide and record, but submit nothing"
+    )
+    monitor.add_argument(
+        "--now", help="judge as of this ISO 8601 time instead of the clock (replays, tests)"
+    )
+    monitor.add_argument(
+        "--verbose", action="store_true", help="show the pipeline's log when submitting locally"
+    )
+    monitor.set_defaults(func=cmd_monitor)
+
+    sim = commands.add_parser(
+        "simulate",
+        help="replay a time-ordered dataset as a stream to compare retraining policies",
+        description="Replays DATA in time order: trains a first champion, then for each batch predicts it "
+        "(before its labels are known), logs the predictions, reveals labels LABEL_DELAY batches late, runs "
+        "the monitor, and runs the real pipeline when a trigger fires. Prints a timeline and writes "
+        "summary.json (prequential metric, retrains, compute time) and timeline.png.",
+    )
+    sim.add_argument(
+        "--data",
+        required=True,
+        help="CSV, Parquet or JSON Lines file (or folder) with a timestamp column",
+    )
+    sim.add_argument("--target", required=True, help="the label column")
+    sim.add_argument("--time", required=True, help="the timestamp column")
+    sim.add_argument("--batch", type=int, default=1000, help="rows per batch (default: 1000)")
+    sim.add_argument(
+        "--label-delay",
+        type=int,
+        default=1,
+        help="batches until a batch's labels are known (default: 1)",
+    )
+    sim.add_argument(
+        "--policy",
+        default="auto",
+        help="never | schedule:K (every K batches) | drift | performance | auto (default: auto)",
+    )
+    sim.add_argument(
+        "--task", choices=("classification", "regression"), help="default: the config's task"
+    )
+    sim.add_argument(
+        "--initial-batches",
+        type=int,
+        default=4,
+        help="batches the first champion trains on (default: 4)",
+    )
+    sim.add_argument(
+        "--train-window",
+        type=int,
+        help="rows each retraining uses (default: initial batches x batch)",
+    )
+    sim.add_argument(
+        "--config",
+        help="search space and gate come from here (default: ./ctpipe.yaml or the embedded default)",
+    )
+    sim.add_argument(
+        "--model-name", help="registered model name for the replay (default: the config's)"
+    )
+    sim.add_argument("--out", help="output folder (default: ctpipe-simulate/<data>-<policy>)")
+    sim.add_argument("--force", action="store_true", help="replace an existing output folder")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = commands.add_parser(
+        "demo", help="simulate the built-in stream with an abrupt and a gradual drift"
+    )
+    demo.add_argument(
+        "--out",
+        default="ctpipe-demo",
+        help="output folder, replaced on each run (default: ./ctpipe-demo)",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -160,6 +160,56 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class DriftRule:
+    """How per-column drift statistics become a verdict (see ctpipe.drift)."""
+
+    method: Literal["effect_size", "holm"] = "effect_size"
+    numeric_threshold: float = 0.1  # normalised Wasserstein-1 (effect_size)
+    categorical_threshold: float = 0.1  # Jensen-Shannon distance (effect_size)
+    alpha: float = 0.05  # family-wise error rate (holm)
+    share: float = 0.25  # dataset drift when at least this share of columns drifted
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """What can start a retraining run. Each trigger can be switched off on its own."""
+
+    max_model_age: str | None = "30d"  # schedule: retrain a champion older than this
+    data_drift: bool = True
+    performance_metric: str | None = None  # default: roc_auc (binary), accuracy, or rmse
+    performance_floor: float | None = None  # absolute floor (ceiling for lower-is-better)
+    performance_margin: float | None = 0.05  # or: this much below the champion's own test metric
+    min_labelled: int = 200  # labelled predictions needed before performance is judged
+    concept_drift: bool = True  # Page-Hinkley on the per-prediction error stream
+    page_hinkley_delta: float = 0.05  # error-rate change tolerated; smaller alarms on noise
+    page_hinkley_threshold: float = 50.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    cooldown: str = "6h"  # no new run this soon after the last one (or the champion's birth)
+    min_new_rows: int = 1000  # labelled predictions newer than the champion's training data
+    claim_ttl: str = "2h"  # a claimed submission that never completed is retried after this
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """The drift monitor (`ctpipe monitor`, a CronJob in a cluster)."""
+
+    predictions: str | None = None  # prediction log root; default: <state_dir>/predictions
+    labels: str | None = None  # delayed labels root; default: <state_dir>/labels
+    window: str = "1d"  # the current window: predictions this recent
+    min_rows: int = 200  # fewer rows in the window: no drift verdict
+    report_rows: int = 5000  # bound on each side of the evidently HTML report; 0: no reports
+    drift: DriftRule = field(default_factory=DriftRule)
+    triggers: Triggers = field(default_factory=Triggers)
+    policy: Policy = field(default_factory=Policy)
+    experiment: str = "ctpipe"  # KFP experiment for submitted runs
+    pipeline_name: str = "continuous-training"  # KFP pipeline to run (its newest version)
+    pipeline_version: str | None = None  # a specific version id instead
+
+
+@dataclass(frozen=True)
 class Config:
     task: Task
     target: str
@@ -174,6 +224,7 @@ class Config:
     validation: Validation = field(default_factory=Validation)
     search: Search = field(default_factory=Search)
     gate: Gate = field(default_factory=Gate)
+    monitor: Monitor = field(default_factory=Monitor)
 
     @property
     def search_metric(self) -> str:
@@ -253,7 +304,12 @@ def resolve_paths(config: Config, base: Path) -> Config:
         return str((base / uri).resolve())
 
     data = dataclasses.replace(config.data, uri=absolute(config.data.uri))
-    return config.replace(data=data, state_dir=absolute(config.state_dir))
+    monitor = dataclasses.replace(
+        config.monitor,
+        predictions=absolute(config.monitor.predictions),
+        labels=absolute(config.monitor.labels),
+    )
+    return config.replace(data=data, state_dir=absolute(config.state_dir), monitor=monitor)
 
 
 def from_dict(data: Any, source: str = "config") -> Config:
@@ -482,6 +538,53 @@ def _check(config: Config, source: str) -> None:
                 ) from None
     if config.data.synthetic.rows < 100:
         raise _fail(source, "data.synthetic.rows", "expected at least 100 rows")
+    _check_monitor(config, source)
+
+
+def _check_monitor(config: Config, source: str) -> None:
+    monitor = config.monitor
+    durations = {
+        "monitor.window": monitor.window,
+        "monitor.triggers.max_model_age": monitor.triggers.max_model_age,
+        "monitor.policy.cooldown": monitor.policy.cooldown,
+        "monitor.policy.claim_ttl": monitor.policy.claim_ttl,
+    }
+    for path, text in durations.items():
+        if text is not None:
+            try:
+                parse_duration(text)
+            except ValueError as exc:
+                raise _fail(source, path, str(exc)) from None
+    rule = monitor.drift
+    for path, value in (
+        ("monitor.drift.share", rule.share),
+        ("monitor.drift.alpha", rule.alpha),
+    ):
+        if not 0 < value < 1:
+            raise _fail(source, path, f"expected a fraction between 0 and 1, got {value}")
+    for path, value in (
+        ("monitor.drift.numeric_threshold", rule.numeric_threshold),
+        ("monitor.drift.categorical_threshold", rule.categorical_threshold),
+    ):
+        if value <= 0:
+            raise _fail(source, path, f"expected a positive number, got {value}")
+    metric = monitor.triggers.performance_metric
+    if metric is not None and metric not in METRICS[config.task]:
+        raise _fail(
+            source,
+            "monitor.triggers.performance_metric",
+            f"expected one of {', '.join(METRICS[config.task])} for {config.task}, got {metric!r}",
+        )
+    for path, count in (
+        ("monitor.min_rows", monitor.min_rows),
+        ("monitor.triggers.min_labelled", monitor.triggers.min_labelled),
+    ):
+        if count < 1:
+            raise _fail(source, path, f"expected a positive integer, got {count}")
+    if monitor.report_rows < 0:
+        raise _fail(source, "monitor.report_rows", "expected 0 (no reports) or a positive integer")
+    if monitor.policy.min_new_rows < 0:
+        raise _fail(source, "monitor.policy.min_new_rows", "expected an integer >= 0")
 
 
 def parse_timestamp(text: str) -> Any:

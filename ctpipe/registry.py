@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,18 @@ TAG_SCHEMA_VERSION = "ctpipe.schema.version"
 TAG_REASON = "ctpipe.reason"
 TAG_CANDIDATE = "ctpipe.candidate"
 TAG_MODEL_SHA256 = "ctpipe.model.sha256"
-TAG_TEST_METRIC = "ctpipe.test_metric"
+TAG_TEST_METRICS = "ctpipe.test_metrics"  # JSON: every test-slice metric of the model
+TAG_CLASSES = "ctpipe.model.classes"  # JSON list, in predict_proba column order
+TAG_DATA_TIME_MAX = "ctpipe.dataset.time_max"  # newest row the model was trained on (ISO 8601)
+_VERSION_TAGS = (
+    TAG_DATASET_HASH,
+    TAG_KFP_RUN_ID,
+    TAG_SCHEMA_VERSION,
+    TAG_REASON,
+    TAG_DATA_TIME_MAX,
+    TAG_TEST_METRICS,
+    TAG_CLASSES,
+)
 PICKLE_FILE = "model.pkl"  # inside an MLflow sklearn model directory
 
 
@@ -67,6 +80,7 @@ def _artifact_location(state_dir: str) -> str | None:
 def client(config: Config) -> Any:
     # Telemetry would try to reach the internet from every step; pods often cannot.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
 
@@ -114,6 +128,7 @@ class ModelRef:
     run_id: str | None
     source: str
     tags: dict[str, str]
+    created_at: float = 0.0  # registration time, seconds since the epoch
 
     @property
     def uri(self) -> str:
@@ -139,6 +154,7 @@ def get_alias(config: Config, alias: str, mlflow_client: Any = None) -> ModelRef
         version.run_id,
         version.source,
         dict(version.tags or {}),
+        (version.creation_timestamp or 0) / 1000.0,
     )
 
 
@@ -165,6 +181,38 @@ def load_model(ref: ModelRef) -> Any:
             "was recorded at registration; the artifact was changed. Refusing to load it."
         )
     return mlflow.sklearn.load_model(str(local))
+
+
+def download_reference(ref: ModelRef) -> Any:
+    """The champion's training snapshot (see ctpipe.reference), downloaded to a temp dir."""
+    import mlflow.artifacts
+
+    from ctpipe import reference
+
+    if not ref.run_id:
+        raise RegistryError(f"{ref.name} v{ref.version} has no MLflow run, so no reference data")
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=ref.run_id, artifact_path=reference.ARTIFACT_DIR
+            )
+        )
+    except Exception as exc:
+        raise RegistryError(
+            f"{ref.name} v{ref.version} has no reference data "
+            f"({reference.ARTIFACT_DIR}/ in run {ref.run_id}): {exc}"
+        ) from exc
+    return reference.ReferenceFiles(local / reference.PROFILE_FILE, local / reference.SAMPLE_FILE)
+
+
+def log_monitor_report(config: Config, ref: ModelRef, html: str, name: str) -> str:
+    """Attach a monitor's drift report to the champion's MLflow run; returns its artifact URI."""
+    if not ref.run_id:
+        raise RegistryError(f"{ref.name} v{ref.version} has no MLflow run to attach the report to")
+    mlflow_client = client(config)
+    mlflow_client.log_text(ref.run_id, html, f"monitor/{name}")
+    run = mlflow_client.get_run(ref.run_id)
+    return f"{run.info.artifact_uri}/monitor/{name}"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -204,6 +252,7 @@ def log_and_register(
     tags: dict[str, str],
     texts: dict[str, str],
     input_example: Any,
+    files: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Log a run with the model and register a new version. Returns (run_id, version).
 
@@ -222,6 +271,14 @@ def log_and_register(
         mlflow.set_tags(tags)
         for name, text in texts.items():
             mlflow.log_text(text, name)
+        if files:
+            with tempfile.TemporaryDirectory() as staging:
+                # log_artifact keeps local file names; stage each file under its final path.
+                for name, local in files.items():
+                    target = Path(staging, name)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(local, target)
+                mlflow.log_artifacts(staging)
         signature = infer_signature(input_example, model.predict(input_example))
         info = mlflow.sklearn.log_model(
             model,
@@ -242,11 +299,7 @@ def log_and_register(
         )
         checksum = file_sha256(stored / PICKLE_FILE)
         mlflow.set_tag(TAG_MODEL_SHA256, checksum)
-    version_tags = {
-        k: v
-        for k, v in tags.items()
-        if k in (TAG_DATASET_HASH, TAG_KFP_RUN_ID, TAG_SCHEMA_VERSION, TAG_REASON)
-    }
+    version_tags = {k: v for k, v in tags.items() if k in _VERSION_TAGS}
     for key, value in {**version_tags, TAG_MODEL_SHA256: checksum}.items():
         mlflow_client.set_model_version_tag(config.model_name, version, key, value)
     return run.info.run_id, version

@@ -62,15 +62,67 @@ def validate(config: Config, data_path: str, schema_out: str, report_out: str) -
 
 
 def split(
-    config: Config, data_path: str, train_out: str, validation_out: str, test_out: str
+    config: Config,
+    data_path: str,
+    schema_path: str,
+    train_out: str,
+    validation_out: str,
+    test_out: str,
+    profile_out: str,
+    sample_out: str,
 ) -> SplitResult:
+    """Cut the data in time order; profile the training slice for drift checks later."""
+    from ctpipe import reference
     from ctpipe.data import split as split_module
     from ctpipe.data import tables
 
     slices, result = split_module.split(tables.read(data_path), config)
     for name, path in (("train", train_out), ("validation", validation_out), ("test", test_out)):
         tables.write(slices[name], path)
+    reference.write(slices["train"], load_schema(schema_path), profile_out, sample_out)
     return result
+
+
+def drift_report(config: Config, data_path: str, schema_path: str, report_out: str) -> str:
+    """An evidently HTML report: the champion's training sample against the new data.
+
+    For people only; nothing downstream reads it, so it never decides a run's outcome.
+    """
+    from ctpipe import drift_report as report_module
+
+    if config.monitor.report_rows == 0:
+        Path(report_out).write_text(
+            report_module.placeholder("Drift reports are off (monitor.report_rows: 0).")
+        )
+        return "drift reports are off (monitor.report_rows: 0)"
+    from ctpipe import reference, registry
+    from ctpipe.data import tables
+
+    schema = load_schema(schema_path)
+    champion = registry.champion(config)
+    if champion is None:
+        Path(report_out).write_text(
+            report_module.placeholder("No champion yet: nothing to compare the new data with.")
+        )
+        return "no champion yet: no drift report"
+    try:
+        files = registry.download_reference(champion)
+        current = reference.sample(tables.read(data_path), config.monitor.report_rows).to_pandas()
+        html = report_module.html(
+            tables.read(str(files.sample)).to_pandas(),
+            current,
+            schema.numeric_features,
+            schema.categorical_features,
+            config.monitor.drift,
+            config.monitor.report_rows,
+        )
+    except Exception as exc:  # a report must never fail the run that a gate already judged
+        Path(report_out).write_text(
+            report_module.placeholder(f"The drift report could not be built: {exc}")
+        )
+        return f"warning: no drift report ({exc})"
+    Path(report_out).write_text(html)
+    return f"drift report: champion v{champion.version}'s training sample vs the new data"
 
 
 def plan(config: Config) -> list[dict[str, Any]]:
@@ -217,6 +269,8 @@ def register(
     schema_path: str,
     evaluation_path: str,
     test_path: str,
+    profile_path: str,
+    sample_path: str,
     dataset_metadata: dict[str, Any],
     kfp_run_id: str,
     kfp_run_name: str,
@@ -225,7 +279,7 @@ def register(
     """Log the blessed challenger to MLflow, register it and make it the champion."""
     import joblib
 
-    from ctpipe import registry
+    from ctpipe import reference, registry
     from ctpipe.evaluation import Evaluation
     from ctpipe.registry import Registration
     from ctpipe.training.search import TrainResult
@@ -245,12 +299,14 @@ def register(
         registry.TAG_DATASET_URI: str(dataset_metadata.get("source", "")),
         registry.TAG_DATASET_HASH: str(dataset_metadata.get("content_hash", "")),
         registry.TAG_DATASET_ROWS: str(dataset_metadata.get("rows", "")),
+        registry.TAG_DATA_TIME_MAX: str(dataset_metadata.get("time_max") or ""),
         registry.TAG_KFP_RUN_ID: kfp_run_id,
         registry.TAG_KFP_RUN_NAME: kfp_run_name,
         registry.TAG_SCHEMA_VERSION: str(schema.version),
         registry.TAG_REASON: reason,
         registry.TAG_CANDIDATE: trained.candidate.id,
-        registry.TAG_TEST_METRIC: f"{result.metric}={result.metrics[result.metric]:.6f}",
+        registry.TAG_TEST_METRICS: json.dumps({k: round(v, 6) for k, v in result.metrics.items()}),
+        registry.TAG_CLASSES: json.dumps(_classes(model)),
     }
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     metrics[f"validation_{trained.metric}"] = trained.score
@@ -267,7 +323,17 @@ def register(
         metrics=metrics,
         tags=tags,
         texts={"schema.json": schema.to_json(), "evaluation.md": result.markdown()},
+        files={
+            f"{reference.ARTIFACT_DIR}/{reference.PROFILE_FILE}": profile_path,
+            f"{reference.ARTIFACT_DIR}/{reference.SAMPLE_FILE}": sample_path,
+        },
         input_example=example.head(5),
     )
     previous = registry.promote(config, version, expected_champion)
     return Registration(config.model_name, version, run_id, previous, True)
+
+
+def _classes(model: Any) -> list[Any]:
+    """The class labels in predict_proba's column order ([] for a regressor)."""
+    classes = getattr(model, "classes_", None)
+    return [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []

@@ -10,6 +10,7 @@ import fnmatch
 import functools
 import glob as globlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,17 @@ def write_bytes(uri: str, data: bytes, *, exclusive: bool = False) -> bool:
         return True
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not exclusive:
-        path.write_bytes(data)
-        return True
+    # Write aside, then move into place: a reader never sees a half-written file.
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    staged.write_bytes(data)
     try:
-        with path.open("xb") as handle:
-            handle.write(data)
-    except FileExistsError:
-        return False
-    return True
+        if not exclusive:
+            os.replace(staged, path)
+            return True
+        try:
+            os.link(staged, path)  # atomic, and fails if the name exists
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        staged.unlink(missing_ok=True)

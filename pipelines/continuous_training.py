@@ -2,6 +2,7 @@
 
 ingest -> validate -> split -> train x N (ParallelFor) -> select -> evaluate
        -> If(blessed): register (MLflow alias `champion`)
+               validate -> drift_report (evidently HTML, for people; nothing waits on it)
 """
 
 # No `from __future__ import annotations`: KFP reads the signature types at runtime.
@@ -11,6 +12,7 @@ from typing import Any
 from kfp import dsl
 
 from ctpipe import config as config_module
+from ctpipe.components.drift_report import drift_report
 from ctpipe.components.evaluate import evaluate
 from ctpipe.components.ingest import ingest
 from ctpipe.components.plan import plan
@@ -41,8 +43,12 @@ def continuous_training(config: dict = default_config(), reason: str = "manual")
     validate_task = validate(config=config, data=ingest_task.outputs["data"]).set_caching_options(
         False
     )
-    split_task = split(config=config, data=ingest_task.outputs["data"]).after(validate_task)
-    split_task.set_caching_options(False)
+    split_task = split(
+        config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
+    ).set_caching_options(False)
+    drift_report(
+        config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
+    ).set_caching_options(False)
     plan_task = plan(config=config).set_caching_options(False)
 
     with dsl.ParallelFor(plan_task.output, name="candidates") as candidate:
@@ -71,6 +77,8 @@ def continuous_training(config: dict = default_config(), reason: str = "manual")
             schema=validate_task.outputs["schema"],
             evaluation=evaluate_task.outputs["evaluation"],
             test=split_task.outputs["test"],
+            profile=split_task.outputs["profile"],
+            reference=split_task.outputs["reference"],
             data=ingest_task.outputs["data"],
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

@@ -10,6 +10,7 @@ import builtins
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -68,7 +69,7 @@ class ProgressView(io.TextIOBase):
 
     def _emit(self, step: str, message: str) -> None:
         elapsed = time.perf_counter() - self.started
-        self.out.write(f"{elapsed:6.1f}s  {step:<9} {message}\n")
+        self.out.write(f"{elapsed:6.1f}s  {step:<12} {message}\n")
         self.out.flush()
 
     def _line(self, raw: str) -> None:
@@ -169,6 +170,8 @@ def run_local(
     # kfp.local indents a task's output by swapping builtins.print; two tasks running at
     # once restore each other's swap and leave print indented for good. Undo that after.
     original_print = builtins.print
+    root_logger = logging.getLogger()
+    original_handlers, original_level = root_logger.handlers[:], root_logger.level
     with warnings.catch_warnings():
         # Our logical image name does not say "python", which makes kfp.local warn.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -181,6 +184,9 @@ def run_local(
                 errors.append(str(exc))
             finally:
                 builtins.print = original_print
+                # kfp.local swaps the root logger's handlers the same way, with the same race.
+                root_logger.handlers[:] = original_handlers
+                root_logger.setLevel(original_level)
     run_dirs = [p for p in root.iterdir() if p.is_dir()]
     run = read_run(run_dirs[0] if run_dirs else root, time.perf_counter() - started, ok)
     if view:

@@ -140,3 +140,33 @@ def _isolated_env() -> Iterator[None]:
         if "CTPIPE_TRAIN_THREADS" not in os.environ:
             env.setenv("CTPIPE_TRAIN_THREADS", "1")
         yield
+
+
+PUSHGATEWAY_APT = "apt-get install -y prometheus-pushgateway"
+
+
+def pushgateway_binary() -> str | None:
+    fallback = Path("/usr/bin/prometheus-pushgateway")
+    return shutil.which("prometheus-pushgateway") or (str(fallback) if fallback.exists() else None)
+
+
+@pytest.fixture(scope="session")
+def pushgateway() -> Iterator[str]:
+    """A real Prometheus Pushgateway on a free loopback port (in-memory, no persistence)."""
+    binary = pushgateway_binary()
+    if binary is None:
+        reason = f"prometheus-pushgateway is not installed; install it with: {PUSHGATEWAY_APT}"
+        print(reason)
+        pytest.skip(reason)
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

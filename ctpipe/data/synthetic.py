@@ -57,17 +57,19 @@ def generate(
     label_noise: float = 0.0,
     label_noise_until: float = 1.0,
     missing_rate: float = 0.01,
+    world: int | None = None,
 ) -> pa.Table:
     """Rows in time order: request_id, event_time, num_*, categoricals, label.
 
     `label_noise` flips (or, for regression, scrambles) that share of labels among the
     rows before `label_noise_until` (a fraction of the stream): a way to make training
-    data worse while the newest rows stay clean.
+    data worse while the newest rows stay clean. `world` fixes the labelling rule and
+    category mix independently of `seed`, which then only draws the rows.
     """
     rng = np.random.default_rng(seed)
-    # The labelling rule depends on the seed only, never on the row count, so two draws
-    # with the same seed describe the same world.
-    rule = np.random.default_rng([seed, 1])
+    # The labelling rule and category mix depend on `world` (default: the seed), never on
+    # the row count: fresh rows of one world come from another seed with the same world.
+    rule = np.random.default_rng([seed if world is None else world, 1])
     beta_old = rule.normal(0, 1, numeric) / np.sqrt(max(numeric, 1)) * 1.6
     beta_new = rule.normal(0, 1, numeric) / np.sqrt(max(numeric, 1)) * 1.6
     cat_names = categorical_names(categorical)

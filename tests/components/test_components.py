@@ -47,9 +47,13 @@ def staged(tmp_path: Path, small_config: Config):
     validate.python_func(
         config=config, data=data, schema=schema, report=artifact(Markdown, tmp_path, "report")
     )
-    slices = {name: artifact(Dataset, tmp_path, name) for name in ("train", "validation", "test")}
-    split.python_func(config=config, data=data, **slices)
-    return {"config": config, "data": data, "schema": schema, **slices}
+    slices = {
+        name: artifact(Dataset, tmp_path, name)
+        for name in ("train", "validation", "test", "reference")
+    }
+    profile = artifact(Artifact, tmp_path, "profile")
+    split.python_func(config=config, data=data, schema=schema, profile=profile, **slices)
+    return {"config": config, "data": data, "schema": schema, "profile": profile, **slices}
 
 
 def test_ingest_writes_parquet_with_lineage_metadata(tmp_path: Path, small_config: Config) -> None:
@@ -107,6 +111,29 @@ def test_validate_stops_with_listed_violations(
         and "'num_3'" in printed
         and "missing_column" in printed
     )
+
+
+def test_split_profiles_the_training_slice(staged) -> None:
+    from ctpipe import drift
+
+    profile = drift.ReferenceProfile.from_bytes(Path(staged["profile"].path).read_bytes())
+    assert profile.rows == staged["train"].metadata["rows"]
+    assert profile.kinds["num_0"] == "numeric" and profile.kinds["region"] == "categorical"
+    sample = pq.read_table(staged["reference"].path)
+    assert 0 < sample.num_rows <= 5000 and "label" not in sample.column_names
+
+
+def test_drift_report_without_a_champion_says_so(staged, tmp_path: Path) -> None:
+    from kfp.dsl import HTML
+
+    from ctpipe.components.drift_report import drift_report
+
+    report = artifact(HTML, tmp_path, "drift.html")
+    summary = drift_report.python_func(
+        config=staged["config"], data=staged["data"], schema=staged["schema"], report=report
+    )
+    assert "no champion yet" in summary
+    assert "No champion yet" in Path(report.path).read_text()
 
 
 def test_split_slices_are_time_ordered(staged) -> None:
@@ -186,12 +213,27 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
         schema=staged["schema"],
         evaluation=evaluation,
         test=staged["test"],
+        profile=staged["profile"],
+        reference=staged["reference"],
         data=staged["data"],
         kfp_run_id="run-123",
         kfp_run_name="unit",
         reason="manual",
     )
     assert version == "1"
+
+    # With a champion, the drift report is evidently's page comparing its training sample.
+    from kfp.dsl import HTML
+
+    from ctpipe.components.drift_report import drift_report
+
+    page = artifact(HTML, tmp_path, "drift.html")
+    summary = drift_report.python_func(
+        config=staged["config"], data=staged["data"], schema=staged["schema"], report=page
+    )
+    assert "champion v1" in summary
+    html = Path(page.path).read_text()
+    assert "<html" in html.lower() and "num_0" in html
 
 
 def test_components_fail_cleanly_on_a_bad_config(tmp_path: Path, capsys) -> None:

@@ -33,6 +33,7 @@ def test_compiled_pipeline_shape() -> None:
         "ingest",
         "validate",
         "split",
+        "drift-report",
         "plan",
         "candidates",
         "select",

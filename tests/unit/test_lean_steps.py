@@ -27,7 +27,8 @@ if step == "ingest":
 elif step == "validate":
     stages.validate(config, work + "/data", work + "/schema", work + "/report")
 elif step == "split":
-    stages.split(config, work + "/data", work + "/train", work + "/validation", work + "/test")
+    stages.split(config, work + "/data", work + "/schema", work + "/train", work + "/validation",
+                 work + "/test", work + "/profile", work + "/reference")
 elif step == "plan":
     stages.plan(config)
 elif step == "select":

@@ -30,13 +30,13 @@ def test_shows_step_lines_and_the_exception_of_a_failed_step() -> None:
     for chunk in (KFP_LOG[:100], KFP_LOG[100:333], KFP_LOG[333:]):  # arbitrary chunking
         view.write(chunk)
     text = out.getvalue()
-    assert "ingest    read 20,000 rows x 14 columns" in text
-    assert "ingest    ✓" in text
+    assert "ingest       read 20,000 rows x 14 columns" in text
+    assert "ingest       ✓" in text
     assert "executor_input" not in text and '"inputs"' not in text
     assert view.failed == "train"
     assert view.error_lines == ["MemoryError: cannot allocate 12 GiB"]
-    assert "train     ✗ MemoryError: cannot allocate 12 GiB" in text
-    assert "register  – skipped" in text
+    assert "train        ✗ MemoryError: cannot allocate 12 GiB" in text
+    assert "register     – skipped" in text
 
 
 def test_ctpipe_errors_are_collected_once() -> None:

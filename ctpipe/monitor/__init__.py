@@ -1,0 +1,1 @@
+"""The drift monitor: prediction log, metrics, triggers and the retraining policy."""

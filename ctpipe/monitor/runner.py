@@ -1,0 +1,458 @@
+"""One monitor run: measure, judge the triggers, apply the policy, maybe submit, record.
+
+    champion (MLflow)  ->  reference profile (stored with the model at training time)
+    prediction log     ->  current window  ->  drift engine     -> data_drift
+    + delayed labels   ->  champion's labelled predictions      -> performance, concept_drift
+    champion's data age                                         -> schedule
+    --manual                                                    -> manual
+    policy (cooldown, new rows, one active run, claims)         -> none | skip | submit
+
+Every run writes a JSON decision record; metrics go to a Pushgateway when configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ctpipe import registry, storage
+from ctpipe.config import METRICS, Config, parse_duration
+from ctpipe.monitor import policy as policy_module
+from ctpipe.monitor import predlog, triggers
+from ctpipe.monitor.policy import Decision
+from ctpipe.monitor.state import LastRun, MonitorStore, State
+from ctpipe.monitor.submit import RunRef, Submitter
+from ctpipe.monitor.triggers import TriggerResult
+
+
+def predictions_root(config: Config) -> str:
+    return config.monitor.predictions or storage.join(config.state_dir, "predictions")
+
+
+def labels_root(config: Config) -> str:
+    return config.monitor.labels or storage.join(config.state_dir, "labels")
+
+
+def performance_metric(config: Config, classes: list[Any]) -> str:
+    chosen = config.monitor.triggers.performance_metric
+    if chosen:
+        return chosen
+    if config.task == "regression":
+        return "rmse"
+    return "roc_auc" if len(classes) == 2 else "accuracy"
+
+
+@dataclass
+class MonitorOutcome:
+    decision: Decision
+    triggers: list[TriggerResult]
+    record: dict[str, Any]
+    record_uri: str
+    run: RunRef | None = None
+    drift: Any = None  # ctpipe.drift.DriftReport when the window was judged
+    report_uri: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"decision: {self.decision.action.upper()}"]
+        lines += [
+            f"  {'FIRED' if t.fired else 'ok   '} {t.name:<13} {t.reason}" for t in self.triggers
+        ]
+        lines += [f"  - {r}" for r in self.decision.reasons if not r.startswith("fired:")]
+        if self.run:
+            lines.append(
+                f"  run: {self.run.run_name} ({self.run.backend}: {self.run.url or self.run.run_id})"
+            )
+            if self.run.blessed is not None:
+                verdict = (
+                    f"blessed, champion now v{self.run.champion_version}"
+                    if self.run.blessed
+                    else "refused by the gate"
+                )
+                lines.append(f"  challenger: {verdict}")
+        if self.report_uri:
+            lines.append(f"  drift report: {self.report_uri}")
+        lines.append(f"  record: {self.record_uri}")
+        return "\n".join(lines)
+
+
+def champion_as_of(ref: registry.ModelRef) -> datetime:
+    """When the champion's knowledge ends: the newest row it was trained on.
+
+    Age, cooldown and "new rows" count from here, so a replay (ctpipe simulate) and a
+    live system use the same clock: the data's.
+    """
+    stamp = ref.tags.get(registry.TAG_DATA_TIME_MAX)
+    if stamp:
+        return datetime.fromisoformat(stamp)
+    return datetime.fromtimestamp(ref.created_at, UTC)
+
+
+def run_monitor(
+    config: Config,
+    submitter: Submitter,
+    *,
+    now: datetime | None = None,
+    manual: bool = False,
+    note: str = "",
+    pushgateway: str | None = None,
+    report: bool = True,
+    dry_run: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+) -> MonitorOutcome:
+    """Judge the champion's recent traffic and submit a retraining run if warranted.
+
+    Raises a CtpipeError (DataError, RegistryError, SubmitError) on bad input or a failed
+    submission; nothing is submitted then.
+    """
+    from ctpipe import drift
+
+    now = now or datetime.now(UTC)
+    store = MonitorStore(config.state_dir, config.model_name)
+    mlflow_client = registry.client(config)
+    champion = registry.champion(config, mlflow_client)
+    if champion is None:
+        decision = Decision(
+            policy_module.NONE, ("no champion yet: nothing to monitor; run the pipeline first",), ()
+        )
+        record = {
+            "time": now.isoformat(),
+            "model": config.model_name,
+            "champion": None,
+            **decision.to_dict(),
+        }
+        return MonitorOutcome(decision, [], record, store.record(record, now))
+
+    as_of = champion_as_of(champion)
+    classes = json.loads(champion.tags.get(registry.TAG_CLASSES, "[]"))
+    window = timedelta(seconds=parse_duration(config.monitor.window))
+    settings = config.monitor
+    say(
+        f"champion {config.model_name} v{champion.version}, trained on data up to {as_of:%Y-%m-%d %H:%M}"
+    )
+
+    # --- current window and data drift
+    log = predlog.read_predictions(predictions_root(config), config.model_name, until=now)
+    current = log.filter(
+        pc.greater_equal(log[predlog.TIMESTAMP], pa.scalar(now - window, predlog.TIMESTAMP_TYPE))
+    )
+    drift_report = None
+    if settings.triggers.data_drift and current.num_rows >= settings.min_rows:
+        files = registry.download_reference(champion)
+        profile = drift.ReferenceProfile.from_bytes(files.profile.read_bytes())
+        rule = settings.drift
+        drift_settings = drift.DriftSettings(
+            method=rule.method,
+            numeric_threshold=rule.numeric_threshold,
+            categorical_threshold=rule.categorical_threshold,
+            alpha=rule.alpha,
+            share=rule.share,
+        )
+        drift_report = drift.check(profile, predlog.features_table(current), drift_settings)
+        say(drift_report.summary())
+
+    # --- delayed labels: performance and concept drift of this champion
+    labels = predlog.read_labels(labels_root(config), config.model_name)
+    joined = predlog.join_labels(log, labels)
+    joined.raise_if_unmatched()
+    mine = joined.table.filter(pc.equal(joined.table[predlog.MODEL_VERSION], champion.version))
+    metric = performance_metric(config, classes)
+    value, recent_count = _recent_metric(mine, metric, config, classes, window)
+    test_metrics = json.loads(champion.tags.get(registry.TAG_TEST_METRICS, "{}"))
+    errors = _error_stream(mine, config, test_metrics)
+
+    # New training data: labelled rows newer than what the champion learned from and, while
+    # the data has drifted, newer than the drift's first window. A run needs labels from
+    # the world as it is now; rows from before a change would only teach the old world.
+    state = store.load()
+    drifting = drift_report is not None and drift_report.drifted
+    drift_since = (state.drift_since or (now - window).isoformat()) if drifting else None
+    if drift_report is not None and drift_since != state.drift_since:
+        state = dataclasses.replace(state, drift_since=drift_since)
+        store.save(state)
+    since = max(as_of, datetime.fromisoformat(drift_since)) if drift_since else as_of
+    new_rows = int(
+        pc.sum(
+            pc.greater(joined.table[predlog.TIMESTAMP], pa.scalar(since, predlog.TIMESTAMP_TYPE))
+        ).as_py()
+        or 0
+    )
+    after = pa.scalar(as_of, predlog.TIMESTAMP_TYPE)
+    new_predictions = int(pc.sum(pc.greater(log[predlog.TIMESTAMP], after)).as_py() or 0)
+    age = (now - as_of).total_seconds()
+    max_age = settings.triggers.max_model_age
+    fired = [
+        triggers.schedule(age, parse_duration(max_age) if max_age else None),
+        _data_drift_trigger(drift_report, current.num_rows, config),
+        triggers.performance(
+            metric,
+            value,
+            recent_count,
+            higher_is_better=METRICS[config.task][metric],
+            min_labelled=settings.triggers.min_labelled,
+            floor=settings.triggers.performance_floor,
+            champion_value=test_metrics.get(metric),
+            margin=settings.triggers.performance_margin,
+        ),
+        triggers.concept_drift(
+            errors, settings.triggers.page_hinkley_delta, settings.triggers.page_hinkley_threshold
+        )
+        if settings.triggers.concept_drift
+        else triggers.off(triggers.CONCEPT_DRIFT),
+        triggers.manual(manual, note),
+    ]
+
+    # --- policy, claim, submit
+    active = None
+    if (
+        state.last_run
+        and state.last_run.backend == submitter.backend
+        and submitter.is_active(state.last_run.run_id)
+    ):
+        active = state.last_run.run_name
+    last_run_at = max(
+        [t for t in (as_of, state.last_run.at if state.last_run else None) if t is not None]
+    )
+    decision = policy_module.decide(
+        fired,
+        settings.policy,
+        now=now,
+        new_rows=new_rows,
+        last_run_at=last_run_at,
+        active_run=active,
+    )
+    run = None
+    if decision.action == policy_module.SUBMIT and dry_run:
+        decision = Decision(
+            policy_module.SKIP, (*decision.reasons, "dry run: nothing submitted"), decision.fired
+        )
+    elif decision.action == policy_module.SUBMIT:
+        generation = store.claim(state, now, parse_duration(settings.policy.claim_ttl))
+        if generation is None:
+            decision = Decision(
+                policy_module.SKIP,
+                (*decision.reasons, "another monitor claimed this submission"),
+                decision.fired,
+            )
+        else:
+            run_name = (
+                f"{config.model_name}-{decision.run_reason.replace('+', '-')}-{now:%Y%m%d-%H%M%S}"
+            )
+            say(f"submitting {run_name} ({submitter.backend})")
+            run = submitter.submit(config, decision.run_reason, run_name)
+            store.save(
+                State(
+                    generation,
+                    LastRun(
+                        run.run_id,
+                        run.run_name,
+                        run.backend,
+                        decision.run_reason,
+                        now.isoformat(),
+                        generation,
+                    ),
+                    drift_since,
+                )
+            )
+
+    outcome_notes: list[str] = []
+    report_uri = mlflow_report = None
+    if report and drift_report is not None and settings.report_rows > 0:
+        report_uri, mlflow_report = _html_report(
+            config, champion, current, drift_report, now, outcome_notes
+        )
+
+    record = {
+        "time": now.isoformat(),
+        "model": config.model_name,
+        "champion": {"version": champion.version, "as_of": as_of.isoformat(), "age_seconds": age},
+        "inputs": {
+            "window": config.monitor.window,
+            "window_rows": current.num_rows,
+            "log_rows": log.num_rows,
+            "new_labelled_rows": new_rows,
+            "new_rows_since": since.isoformat(),
+            "drift_since": drift_since,
+            "new_predictions_since_champion": new_predictions,
+            "labelled_champion_rows": mine.num_rows,
+            "unlabelled_rows": joined.unlabelled,
+        },
+        "statistics": {
+            "drift": drift_report.to_dict() if drift_report is not None else None,
+            "performance": {"metric": metric, "value": value, "labelled": recent_count},
+            "champion_test_metrics": test_metrics,
+        },
+        "triggers": [t.to_dict() for t in fired],
+        **decision.to_dict(),
+        "run": None if run is None else run.__dict__,
+        "drift_report": report_uri,
+        "drift_report_mlflow": mlflow_report,
+        "notes": outcome_notes,
+    }
+    record_uri = store.record(record, now)
+    if pushgateway:
+        _push(
+            pushgateway,
+            config,
+            drift_report,
+            decision,
+            fired,
+            age,
+            metric,
+            value,
+            current.num_rows,
+            outcome_notes,
+        )
+    return MonitorOutcome(
+        decision, fired, record, record_uri, run, drift_report, report_uri, outcome_notes
+    )
+
+
+def _data_drift_trigger(report: Any, rows: int, config: Config) -> TriggerResult:
+    settings = config.monitor
+    if not settings.triggers.data_drift:
+        return triggers.off(triggers.DATA_DRIFT)
+    if report is None:
+        return triggers.data_drift(None, False, [], rows, settings.min_rows, settings.drift.share)
+    drifted = [c.name for c in report.columns if c.drifted]
+    return triggers.data_drift(
+        report.drift_share, report.drifted, drifted, rows, settings.min_rows, settings.drift.share
+    )
+
+
+def _recent_metric(
+    labelled: pa.Table, metric: str, config: Config, classes: list[Any], window: timedelta
+) -> tuple[float | None, int]:
+    """The metric on the champion's labelled predictions within one window of the newest
+    labelled one (anchored there, not at now, because labels arrive late)."""
+    from ctpipe import evaluation
+
+    if labelled.num_rows == 0:
+        return None, 0
+    newest = pc.max(labelled[predlog.TIMESTAMP]).as_py()
+    recent = labelled.filter(
+        pc.greater_equal(
+            labelled[predlog.TIMESTAMP], pa.scalar(newest - window, predlog.TIMESTAMP_TYPE)
+        )
+    )
+    truth = recent[predlog.LABEL].to_pylist()
+    if config.task == "regression":
+        target = evaluation.Target.of(np.asarray(truth, dtype=float), "regression")
+        scores = np.asarray(
+            pc.cast(recent[predlog.PREDICTION], pa.float64()).to_numpy(zero_copy_only=False)
+        )
+    elif metric == "roc_auc":
+        target = evaluation.Target.of(truth, "classification", tuple(str(c) for c in classes))
+        positive = np.asarray(recent[predlog.SCORE].to_numpy(zero_copy_only=False), dtype=float)
+        scores = np.column_stack([1.0 - positive, positive])
+        if len(set(target.values.tolist()) - {-1}) < 2:
+            return None, recent.num_rows  # AUC needs both classes among the labels
+    else:
+        names = tuple(str(c) for c in classes) or tuple(sorted(set(truth)))
+        target = evaluation.Target.of(truth, "classification", names)
+        predicted = evaluation.Target.of(
+            recent[predlog.PREDICTION].to_pylist(), "classification", names
+        ).values
+        scores = np.eye(len(names))[np.clip(predicted, 0, None)]
+        if metric != "accuracy":
+            metric = "accuracy"  # only hard predictions are logged for multiclass
+    return evaluation.metric_value(metric, target, scores), recent.num_rows
+
+
+def _error_stream(labelled: pa.Table, config: Config, test_metrics: dict[str, float]) -> np.ndarray:
+    """Per-prediction errors in time order: 0/1 misclassification, or |error| / test RMSE."""
+    if labelled.num_rows == 0:
+        return np.zeros(0)
+    if config.task == "regression":
+        truth = np.asarray(labelled[predlog.LABEL].to_pylist(), dtype=float)
+        predicted = np.asarray(
+            pc.cast(labelled[predlog.PREDICTION], pa.float64()).to_numpy(zero_copy_only=False)
+        )
+        scale = test_metrics.get("rmse") or float(np.std(truth)) or 1.0
+        return np.abs(truth - predicted) / scale
+    truth = labelled[predlog.LABEL].to_pylist()
+    predicted = labelled[predlog.PREDICTION].to_pylist()
+    return np.array([t != p for t, p in zip(truth, predicted, strict=True)], dtype=float)
+
+
+def _html_report(
+    config: Config,
+    champion: registry.ModelRef,
+    current: pa.Table,
+    report: Any,
+    now: datetime,
+    notes: list[str],
+) -> tuple[str | None, str | None]:
+    """The evidently page for people: written next to the decisions and attached to the
+    champion's MLflow run. Returns both locations."""
+    from ctpipe import drift_report, reference
+    from ctpipe.data import tables
+
+    try:
+        files = registry.download_reference(champion)
+        page = drift_report.html(
+            tables.read(str(files.sample)).to_pandas(),
+            reference.sample(
+                predlog.features_table(current), config.monitor.report_rows
+            ).to_pandas(),
+            [c.name for c in report.columns if c.kind == "numeric"],
+            [c.name for c in report.columns if c.kind == "categorical"],
+            config.monitor.drift,
+            config.monitor.report_rows,
+        )
+        uri = storage.join(
+            MonitorStore(config.state_dir, config.model_name).root,
+            "reports",
+            f"drift-{now:%Y%m%dT%H%M%SZ}.html",
+        )
+        storage.write_bytes(uri, page.encode())
+        linked = registry.log_monitor_report(
+            config, champion, page, f"drift-{now:%Y%m%dT%H%M%SZ}.html"
+        )
+        return uri, linked
+    except Exception as exc:  # the report is for people; the decision stands without it
+        notes.append(f"no drift report: {exc}")
+        return None, None
+
+
+def _push(
+    gateway: str,
+    config: Config,
+    report: Any,
+    decision: Decision,
+    fired: list[TriggerResult],
+    age: float,
+    metric: str,
+    value: float | None,
+    rows: int,
+    notes: list[str],
+) -> None:
+    from ctpipe.monitor.metrics import MonitorMetrics
+
+    metrics = MonitorMetrics()
+    features = (
+        {c.name: {k: float(v) for k, v in c.statistics.items() if v == v} for c in report.columns}
+        if report
+        else {}
+    )
+    metrics.record(
+        config.model_name,
+        action=decision.action,
+        drift_share=report.drift_share if report is not None else None,
+        feature_scores=features,
+        triggers={t.name: t.fired for t in fired},
+        champion_age_seconds=age,
+        labelled_metrics={metric: value} if value is not None else {},
+        rows=rows,
+    )
+    result = metrics.push(gateway)
+    if not result.pushed:
+        notes.append(f"metrics not pushed: {result.message}")

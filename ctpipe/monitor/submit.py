@@ -1,0 +1,207 @@
+"""Where a retraining run goes: a Kubeflow Pipelines API server, or kfp.local here.
+
+This is the one module that talks to the KFP API. Tests run the real `kfp.Client`
+against a recording HTTP server on loopback and check the requests it sends.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ctpipe.config import Config
+from ctpipe.errors import CtpipeError
+
+HOST_ENV = "KF_PIPELINES_ENDPOINT"  # what kfp.Client itself reads
+NAMESPACE_ENV = "CTPIPE_KFP_NAMESPACE"  # the profile namespace in multi-user KFP
+TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+DEFAULT_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+ACTIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "PAUSED", "CANCELING", "RUNTIME_STATE_UNSPECIFIED"}
+)
+
+
+class SubmitError(CtpipeError):
+    """The pipeline run could not be submitted."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    run_id: str
+    run_name: str
+    backend: str
+    url: str | None = None
+    blessed: bool | None = None  # known at once for local runs
+    champion_version: str | None = None
+
+
+class Submitter(Protocol):
+    backend: str
+
+    def submit(self, config: Config, reason: str, run_name: str) -> RunRef: ...
+
+    def is_active(self, run_id: str) -> bool: ...
+
+
+class LocalSubmitter:
+    """Runs the same pipeline with kfp.local, to completion, before returning."""
+
+    backend = "local"
+
+    def __init__(self, verbose: bool = False, out: Any = None) -> None:
+        self.verbose = verbose
+        self.out = out
+
+    def submit(self, config: Config, reason: str, run_name: str) -> RunRef:
+        from ctpipe.pipelines.local import run_local
+
+        run = run_local(config, reason=reason, verbose=self.verbose, out=self.out or io.StringIO())
+        if not run.ok:
+            raise SubmitError(
+                f"local pipeline run {run_name} failed: {'; '.join(run.errors) or 'see its log'}"
+            )
+        return RunRef(
+            run.run_dir.name,
+            run_name,
+            self.backend,
+            str(run.run_dir),
+            blessed=run.blessed,
+            champion_version=run.registered_version,
+        )
+
+    def is_active(self, run_id: str) -> bool:
+        return False  # local runs finish inside submit()
+
+
+class KfpSubmitter:
+    """Submits to a Kubeflow Pipelines API server with `kfp.Client`.
+
+    In a pod, authenticates with the projected ServiceAccount token (audience
+    `pipelines.kubeflow.org`). The credentials are passed explicitly: given `host=` and no
+    credentials, kfp.Client sends no token at all.
+    """
+
+    backend = "kfp"
+
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        namespace: str | None = None,
+        token_path: str | None = None,
+        package_path: str | None = None,
+        client: Any = None,
+    ) -> None:
+        self.host = host or os.environ.get(HOST_ENV)
+        if not self.host and client is None:
+            raise SubmitError(f"no Kubeflow Pipelines endpoint: pass --kfp-host or set {HOST_ENV}")
+        self.namespace = namespace or os.environ.get(NAMESPACE_ENV)
+        self.token_path = token_path or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN_PATH
+        self.package_path = package_path
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import kfp
+            from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+            credentials = (
+                ServiceAccountTokenVolumeCredentials(self.token_path)
+                if Path(self.token_path).is_file()
+                else None
+            )
+            self._client = kfp.Client(
+                host=self.host, namespace=self.namespace or "kubeflow", credentials=credentials
+            )
+        return self._client
+
+    def version_ref(self, config: Config) -> tuple[str | None, str | None]:
+        """(pipeline_id, version_id) of the configured pipeline's version to run."""
+        monitor = config.monitor
+        pipeline_id = self.client.get_pipeline_id(monitor.pipeline_name)
+        if pipeline_id is None:
+            raise SubmitError(
+                f"no pipeline named {monitor.pipeline_name!r} on {self.host}; upload "
+                "pipelines/compiled/continuous_training.yaml first (make cluster does)"
+            )
+        if monitor.pipeline_version:
+            return pipeline_id, monitor.pipeline_version
+        versions = self.client.list_pipeline_versions(
+            pipeline_id, page_size=1, sort_by="created_at desc"
+        )
+        newest = (versions.pipeline_versions or [None])[0]
+        if newest is None:
+            raise SubmitError(f"pipeline {monitor.pipeline_name!r} has no versions")
+        return pipeline_id, newest.pipeline_version_id
+
+    def submit(self, config: Config, reason: str, run_name: str) -> RunRef:
+        try:
+            experiment = self.client.create_experiment(
+                config.monitor.experiment, namespace=self.namespace
+            )
+            params = {"config": config.to_dict(), "reason": reason}
+            if self.package_path:
+                run = self.client.run_pipeline(
+                    experiment.experiment_id,
+                    run_name,
+                    pipeline_package_path=self.package_path,
+                    params=params,
+                )
+            else:
+                pipeline_id, version_id = self.version_ref(config)
+                run = self.client.run_pipeline(
+                    experiment.experiment_id,
+                    run_name,
+                    params=params,
+                    pipeline_id=pipeline_id,
+                    version_id=version_id,
+                )
+        except SubmitError:
+            raise
+        except Exception as exc:  # kfp_server_api.ApiException, urllib3 errors, token file errors
+            raise SubmitError(f"submitting {run_name} to {self.host} failed: {exc}") from exc
+        return RunRef(
+            run.run_id, run_name, self.backend, f"{self.host}/#/runs/details/{run.run_id}"
+        )
+
+    def schedule(self, config: Config, cron: str, name: str, reason: str = "schedule") -> str:
+        """Create a recurring run of the newest pipeline version; returns its id.
+
+        `cron` has KFP's six fields (seconds first), e.g. "0 0 3 * * *" for 03:00 daily.
+        At most one run at a time, and no backfill after a pause.
+        """
+        try:
+            experiment = self.client.create_experiment(
+                config.monitor.experiment, namespace=self.namespace
+            )
+            pipeline_id, version_id = self.version_ref(config)
+            recurring = self.client.create_recurring_run(
+                experiment.experiment_id,
+                name,
+                cron_expression=cron,
+                max_concurrency=1,
+                no_catchup=True,
+                params={"config": config.to_dict(), "reason": reason},
+                pipeline_id=pipeline_id,
+                version_id=version_id,
+            )
+        except SubmitError:
+            raise
+        except Exception as exc:
+            raise SubmitError(
+                f"creating recurring run {name} on {self.host} failed: {exc}"
+            ) from exc
+        return str(recurring.recurring_run_id)
+
+    def is_active(self, run_id: str) -> bool:
+        try:
+            state = str(self.client.get_run(run_id).state or "")
+        except Exception as exc:
+            raise SubmitError(
+                f"cannot read the state of run {run_id} on {self.host}: {exc}"
+            ) from exc
+        return state.upper() in ACTIVE_STATES

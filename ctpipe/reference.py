@@ -1,0 +1,52 @@
+"""The champion's training snapshot: what the monitor and the drift report compare against.
+
+Written by `split` from the training slice and stored with the model by `register`
+(MLflow artifacts under `reference/`):
+    profile.npz      the drift engine's reference side: sorted values and category counts
+    sample.parquet   a bounded, seeded sample of the training features, for the HTML report
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ctpipe.data import tables
+from ctpipe.data.schema import Schema
+
+ARTIFACT_DIR = "reference"
+PROFILE_FILE = "profile.npz"
+SAMPLE_FILE = "sample.parquet"
+SAMPLE_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class ReferenceFiles:
+    profile: Path
+    sample: Path
+
+
+def sample(table: pa.Table, rows: int, seed: int = 0) -> pa.Table:
+    """At most `rows` rows, the same ones for the same table and seed, in table order."""
+    if table.num_rows <= rows:
+        return table
+    picked = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=rows, replace=False))
+    return table.take(pa.array(picked))
+
+
+def write(
+    train: pa.Table, schema: Schema, profile_out: str, sample_out: str, rows: int = SAMPLE_ROWS
+) -> int:
+    """Profile the training features and keep a sample of them; returns the rows profiled."""
+    from ctpipe import drift
+
+    features = train.select(schema.feature_names)
+    profile = drift.build_profile_from_table(
+        features, schema.numeric_features, schema.categorical_features
+    )
+    Path(profile_out).write_bytes(profile.to_bytes())
+    tables.write(sample(features, rows), sample_out)
+    return features.num_rows

@@ -1,0 +1,500 @@
+"""Replay a time-ordered dataset as a stream, with the real monitor and the real pipeline.
+
+For each batch, in time order:
+    1. the champion predicts the batch (before anyone has seen its labels),
+    2. the predictions go to the prediction log,
+    3. the labels of the batch `label_delay` batches back are revealed,
+    4. the monitor runs, with the batch's end as "now",
+    5. when it submits, the real pipeline (kfp.local) trains on the labelled rows known
+       so far, gates against the champion on the newest of them, and promotes the winner.
+
+So the prequential metric is honest: every prediction is made by a model that never saw
+its label. Users run this on their own data to choose a policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ctpipe import config as config_module
+from ctpipe import registry
+from ctpipe.config import Config
+from ctpipe.data import tables
+from ctpipe.errors import ConfigError, DataError
+
+POLICIES = ("never", "schedule:K", "drift", "performance", "auto")
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str  # never | schedule | drift | performance | auto
+    every: int = 0  # batches, for schedule
+
+    @classmethod
+    def parse(cls, text: str) -> Policy:
+        if text in ("never", "drift", "performance", "auto"):
+            return cls(text)
+        if text.startswith("schedule:"):
+            try:
+                every = int(text.split(":", 1)[1])
+            except ValueError:
+                every = 0
+            if every >= 1:
+                return cls("schedule", every)
+        raise ConfigError(
+            f"--policy: expected one of never, schedule:K (K >= 1 batches), drift, performance, auto; got {text!r}"
+        )
+
+    def __str__(self) -> str:
+        return f"schedule:{self.every}" if self.kind == "schedule" else self.kind
+
+
+@dataclass
+class BatchRecord:
+    batch: int
+    start: str
+    rows: int
+    drift_share: float | None
+    fired: list[str]
+    action: str
+    champion: str  # version that predicted this batch
+    champion_after: str
+    metric: float | None = None  # on this batch's predictions, once its labels are known
+    run: str | None = None
+    blessed: bool | None = None
+
+
+@dataclass
+class Simulation:
+    out_dir: Path
+    policy: str
+    metric_name: str
+    drift_threshold: float = 0.25
+    batches: list[BatchRecord] = field(default_factory=list)
+    retrains: int = 0
+    promotions: int = 0
+    prequential: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "batches": len(self.batches),
+            "rows": sum(b.rows for b in self.batches),
+            "prequential": self.prequential,
+            "retrains": self.retrains,
+            "promotions": self.promotions,
+            "compute_seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "timeline": [dataclasses.asdict(b) for b in self.batches],
+        }
+
+
+def load_stream(path: str, time_column: str) -> pa.Table:
+    """Any CSV / Parquet / JSON Lines file, sorted by its timestamp column."""
+    from ctpipe import storage
+    from ctpipe.data.ingest import FORMATS_BY_SUFFIX, normalise_timestamp, read_file
+
+    files = storage.list_files(path, tuple(FORMATS_BY_SUFFIX))
+    if not files:
+        raise DataError(f"{path}: no data file found")
+    table = pa.concat_tables([read_file(f) for f in files], promote_options="permissive")
+    rows = table.num_rows
+    table = table.append_column(tables.FILE_COLUMN, pa.array([path] * rows)).append_column(
+        tables.ROW_COLUMN, pa.array(np.arange(1, rows + 1))
+    )
+    table = normalise_timestamp(table, time_column).drop_columns(list(tables.PROVENANCE))
+    return table.sort_by([(time_column, "ascending")])
+
+
+def prepare_config(
+    base: Config, out_dir: Path, policy: Policy, batch_span: float, batch: int, delay: int
+) -> Config:
+    """The config the replay runs with: state under out_dir, triggers set by the policy.
+
+    Durations are in the data's own time: the monitor's window is one batch, and a
+    schedule of K batches is K batch-spans of model age.
+    """
+    monitor = base.monitor
+
+    def span(batches: float) -> str:
+        return f"{batches * batch_span / 3600:.2f}h"
+
+    triggers = dataclasses.replace(
+        monitor.triggers,
+        max_model_age=span(policy.every + delay - 0.5) if policy.kind == "schedule" else None,
+        data_drift=policy.kind in ("drift", "auto"),
+        concept_drift=policy.kind == "auto",
+        min_labelled=min(monitor.triggers.min_labelled, batch),
+    )
+    if policy.kind not in ("performance", "auto"):
+        triggers = dataclasses.replace(triggers, performance_floor=None, performance_margin=None)
+    rules = dataclasses.replace(
+        monitor.policy,
+        cooldown=span(2.5 if policy.kind == "auto" else 0.5),
+        min_new_rows=2 * batch if policy.kind != "schedule" else 0,
+    )
+    monitor = dataclasses.replace(
+        monitor,
+        predictions=str(out_dir / "predictions"),
+        labels=str(out_dir / "labels"),
+        window=span(1.0),
+        min_rows=min(monitor.min_rows, batch),
+        triggers=triggers,
+        policy=rules,
+        report_rows=0,  # one report at the end instead of one per run (evidently takes seconds)
+    )
+    data = dataclasses.replace(
+        base.data, uri=str(out_dir / "train" / "data.parquet"), window=config_module.Window()
+    )
+    return base.replace(state_dir=str(out_dir / "state"), data=data, monitor=monitor)
+
+
+def run(
+    stream: pa.Table,
+    base: Config,
+    *,
+    out_dir: Path,
+    batch: int,
+    label_delay: int,
+    policy: str,
+    initial_batches: int = 4,
+    train_window: int | None = None,
+    say: Callable[[str], None] = print,
+) -> Simulation:
+    from ctpipe.monitor.runner import run_monitor
+    from ctpipe.monitor.submit import LocalSubmitter
+
+    chosen = Policy.parse(policy)
+    if batch < 10:
+        raise ConfigError(f"--batch: expected at least 10 rows, got {batch}")
+    if label_delay < 0:
+        raise ConfigError(f"--label-delay: expected 0 or more batches, got {label_delay}")
+    count = stream.num_rows // batch
+    if count < initial_batches + 2:
+        raise DataError(
+            f"{stream.num_rows:,} rows make {count} batches of {batch}; the replay needs at least "
+            f"{initial_batches + 2} ({initial_batches} to train the first champion, then some to replay)"
+        )
+    for column in (base.target, base.timestamp):
+        if column not in stream.column_names:
+            raise DataError(
+                f"column {column!r} is not in the data (columns: {', '.join(stream.column_names)})"
+            )
+    id_column = base.id_column or "request_id"
+    if id_column not in stream.column_names:  # the log joins labels by request id
+        ids = pa.array([f"row-{i:08d}" for i in range(stream.num_rows)])
+        stream = stream.append_column(id_column, ids)
+    base = base.replace(id_column=id_column)
+    train_window = train_window or initial_batches * batch
+    times = stream.column(base.timestamp).cast(pa.int64()).to_numpy() / 1e6
+    batch_span = float(np.median(np.diff(times[: count * batch : batch]))) if count > 1 else 3600.0
+    config = prepare_config(base, out_dir, Policy.parse(policy), batch_span, batch, label_delay)
+    (out_dir / "train").mkdir(parents=True, exist_ok=True)
+    log_file = (out_dir / "pipeline-runs.log").open("w")
+    submitter = LocalSubmitter(out=log_file)
+    sim = Simulation(out_dir, str(chosen), "", drift_threshold=config.monitor.drift.share)
+    clock = {"pipeline": 0.0, "monitor": 0.0, "predict": 0.0}
+    started = time.perf_counter()
+
+    def rows(first: int, last: int) -> pa.Table:
+        return stream.slice(first * batch, (last - first) * batch)
+
+    def write_training(last_labelled_batch: int) -> None:
+        labelled = rows(0, last_labelled_batch + 1)
+        tables.write(
+            labelled.slice(max(0, labelled.num_rows - train_window)), config.data.uri or ""
+        )
+
+    say(
+        f"training the first champion on batches 0-{initial_batches - 1} ({initial_batches * batch:,} rows)"
+    )
+    write_training(initial_batches - 1)
+    tick = time.perf_counter()
+    first = submitter.submit(config, "initial", f"{config.model_name}-initial")
+    clock["pipeline"] += time.perf_counter() - tick
+    if not first.blessed:
+        raise DataError("the first champion was not blessed; check gate.thresholds for this data")
+    say(f"champion v{first.champion_version} is live")
+    sim.metric_name = _metric_name(config, stream)
+    models: dict[str, Any] = {}
+    predicted: dict[
+        int, tuple[str, np.ndarray, np.ndarray]
+    ] = {}  # batch -> (version, predictions, scores)
+    metric_column = sim.metric_name[:7]
+    say(
+        f"{'batch':>5}  {'starts':<16} {'rows':>6}  {'drift':>6}  {metric_column:>7}  {'champion':>8}  action"
+    )
+    say(f"{'':<41}({metric_column}: of the batch whose labels just arrived)")
+    for index in range(initial_batches, count):
+        part = rows(index, index + 1)
+        champion = registry.champion(config)
+        assert champion is not None
+        if champion.version not in models:
+            models[champion.version] = registry.load_model(champion)
+        tick = time.perf_counter()
+        names, scores = _predict(models[champion.version], part, config)
+        clock["predict"] += time.perf_counter() - tick
+        predicted[index] = (champion.version, names, scores)
+        _log_predictions(config, part, champion.version, names, scores)
+        revealed = index - label_delay
+        if revealed >= initial_batches:
+            _reveal_labels(config, rows(revealed, revealed + 1))
+        if revealed >= 0:
+            write_training(revealed)
+        now = part.column(config.timestamp)[-1].as_py() + timedelta(microseconds=1)
+        tick = time.perf_counter()
+        outcome = run_monitor(config, submitter, now=now, report=False)
+        elapsed = time.perf_counter() - tick
+        after = registry.champion(config)
+        record = BatchRecord(
+            batch=index,
+            start=part.column(config.timestamp)[0].as_py().strftime("%Y-%m-%d %H:%M"),
+            rows=part.num_rows,
+            drift_share=outcome.drift.drift_share if outcome.drift is not None else None,
+            fired=list(outcome.decision.fired),
+            action=outcome.decision.action,
+            champion=champion.version,
+            champion_after=after.version if after else champion.version,
+        )
+        if outcome.run is not None:
+            clock["pipeline"] += elapsed
+            sim.retrains += 1
+            record.run, record.blessed = outcome.run.run_name, outcome.run.blessed
+            sim.promotions += int(bool(outcome.run.blessed))
+        else:
+            clock["monitor"] += elapsed
+        sim.batches.append(record)
+        if revealed >= initial_batches:
+            sim.batches[revealed - initial_batches].metric = _batch_metric(
+                sim.metric_name, config, rows(revealed, revealed + 1), *predicted[revealed][1:]
+            )
+        say(_timeline_line(record, sim.batches, initial_batches, label_delay, outcome))
+    for late in range(max(initial_batches, count - label_delay), count):
+        sim.batches[late - initial_batches].metric = _batch_metric(
+            sim.metric_name, config, rows(late, late + 1), *predicted[late][1:]
+        )
+    log_file.close()
+    sim.prequential = _prequential(
+        config,
+        stream.slice(initial_batches * batch, (count - initial_batches) * batch),
+        predicted,
+        initial_batches,
+        count,
+    )
+    clock["total"] = time.perf_counter() - started
+    sim.seconds = clock
+    (out_dir / "summary.json").write_text(json.dumps(sim.summary(), indent=2, default=str))
+    plot(sim, out_dir / "timeline.png")
+    _final_report(
+        config, base.monitor.report_rows, rows(count - 1, count), out_dir / "drift-report.html"
+    )
+    return sim
+
+
+def _final_report(config: Config, report_rows: int, last: pa.Table, path: Path) -> None:
+    """The evidently page for the last batch against the final champion's training data."""
+    from ctpipe import drift_report
+
+    if report_rows == 0:
+        return
+    champion = registry.champion(config)
+    if champion is None:
+        return
+    files = registry.download_reference(champion)
+    reference = tables.read(str(files.sample))
+    profile_kinds = _profile_kinds(files.profile)
+    page = drift_report.html(
+        reference.to_pandas(),
+        last.to_pandas(),
+        [n for n, k in profile_kinds.items() if k == "numeric"],
+        [n for n, k in profile_kinds.items() if k == "categorical"],
+        config.monitor.drift,
+        report_rows,
+    )
+    path.write_text(page)
+
+
+def _profile_kinds(path: Path) -> dict[str, str]:
+    from ctpipe import drift
+
+    return dict(drift.ReferenceProfile.from_bytes(path.read_bytes()).kinds)
+
+
+def _metric_name(config: Config, stream: pa.Table) -> str:
+    if config.task == "regression":
+        return "rmse"
+    classes = pc.unique(stream.column(config.target).drop_null())
+    return "roc_auc" if len(classes) == 2 else "accuracy"
+
+
+def _predict(model: Any, part: pa.Table, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    frame = part.to_pandas()
+    if config.task == "regression":
+        values = np.asarray(model.predict(frame), dtype=float)
+        return values.astype(str), values
+    proba = np.asarray(model.predict_proba(frame), dtype=float)
+    classes = np.asarray(model.classes_)
+    names = classes[proba.argmax(axis=1)]
+    scores = proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+    return names, scores
+
+
+def _log_predictions(
+    config: Config, part: pa.Table, version: str, names: np.ndarray, scores: np.ndarray
+) -> None:
+    from ctpipe.monitor import predlog
+
+    reserved = {config.target, config.timestamp, config.id_column}
+    feature_names = [c for c in part.column_names if c not in reserved]
+    features = part.select(feature_names).to_pylist()
+    ids = part.column(config.id_column or "request_id").to_pylist()
+    stamps = part.column(config.timestamp).to_pylist()
+    records = [
+        predlog.Prediction(
+            str(i),
+            t,
+            version,
+            predlog.prediction_text(n.item() if hasattr(n, "item") else n),
+            float(s),
+            f,
+        )
+        for i, t, n, s, f in zip(ids, stamps, names, scores, features, strict=True)
+    ]
+    with predlog.PredictionLogWriter(
+        config.monitor.predictions or "", config.model_name, max_rows=len(records) + 1
+    ) as writer:
+        writer.append(records)
+
+
+def _reveal_labels(config: Config, part: pa.Table) -> None:
+    from ctpipe.monitor import predlog
+
+    ids = part.column(config.id_column or "request_id").to_pylist()
+    labels = part.column(config.target).to_pylist()
+    predlog.write_labels(
+        config.monitor.labels or "",
+        config.model_name,
+        [
+            predlog.Label(str(i), predlog.prediction_text(v))
+            for i, v in zip(ids, labels, strict=True)
+            if v is not None
+        ],
+    )
+
+
+def _batch_metric(
+    metric: str, config: Config, part: pa.Table, names: np.ndarray, scores: np.ndarray
+) -> float | None:
+    from ctpipe import evaluation
+
+    truth = part.column(config.target).to_numpy(zero_copy_only=False)
+    if metric == "rmse":
+        return evaluation.metric_value(
+            "rmse", evaluation.Target.of(truth.astype(float), "regression"), scores
+        )
+    if metric == "roc_auc":
+        classes = tuple(sorted(set(truth.tolist()) | set(names.tolist()), key=str))
+        if len(classes) != 2:
+            return None
+        target = evaluation.Target.of(truth, "classification", classes)
+        return evaluation.metric_value("roc_auc", target, np.column_stack([1 - scores, scores]))
+    return float(np.mean([str(a) == str(b) for a, b in zip(truth, names, strict=True)]))
+
+
+def _prequential(
+    config: Config,
+    replayed: pa.Table,
+    predicted: dict[int, tuple[str, np.ndarray, np.ndarray]],
+    first: int,
+    count: int,
+) -> dict[str, float]:
+    names = np.concatenate([predicted[i][1] for i in range(first, count)])
+    scores = np.concatenate([predicted[i][2] for i in range(first, count)])
+    truth = replayed.column(config.target).to_numpy(zero_copy_only=False)
+    if config.task == "regression":
+        return {"rmse": float(np.sqrt(np.mean((truth.astype(float) - scores) ** 2)))}
+    out = {
+        "accuracy": float(np.mean([str(a) == str(b) for a, b in zip(truth, names, strict=True)]))
+    }
+    auc = _batch_metric("roc_auc", config, replayed, names, scores)
+    if auc is not None:
+        out["roc_auc"] = auc
+    return out
+
+
+def _timeline_line(
+    record: BatchRecord, done: list[BatchRecord], first: int, delay: int, outcome: Any
+) -> str:
+    drift = f"{record.drift_share:.0%}" if record.drift_share is not None else "-"
+    shown = done[record.batch - first - delay].metric if record.batch - first - delay >= 0 else None
+    metric = f"{shown:.3f}" if shown is not None else "-"
+    line = f"{record.batch:>5}  {record.start:<16} {record.rows:>6}  {drift:>6}  {metric:>7}  {'v' + record.champion:>8}  "
+    if record.action == "submit":
+        verdict = (
+            f"challenger blessed -> champion switched to v{record.champion_after}"
+            if record.blessed
+            else "challenger refused by the gate, champion stays"
+        )
+        return line + f"{' + '.join(record.fired)} detected -> run submitted -> {verdict}"
+    if record.action == "skip":
+        held = next(
+            (r for r in reversed(outcome.decision.reasons) if not r.startswith("fired:")), ""
+        )
+        return line + f"{' + '.join(record.fired)} fired, held back ({held})"
+    return line + "-"
+
+
+def plot(sim: Simulation, path: Path) -> None:
+    """Metric per batch, drift share, and retraining markers, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = [b.batch for b in sim.batches]
+    metric = [b.metric if b.metric is not None else np.nan for b in sim.batches]
+    drift = [b.drift_share if b.drift_share is not None else np.nan for b in sim.batches]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[2, 1])
+    top.plot(batches, metric, marker="o", color="#1f77b4", label=f"prequential {sim.metric_name}")
+    top.set_ylabel(sim.metric_name)
+    top.set_title(
+        f"ctpipe simulate: policy {sim.policy}, {sim.retrains} retrains, {sim.promotions} promotions"
+    )
+    bottom.bar(batches, drift, color="#ff7f0e", label="drift share")
+    bottom.set_ylabel("drift share")
+    bottom.set_xlabel("batch")
+    bottom.set_ylim(0, 1)
+    bottom.axhline(
+        sim.drift_threshold, color="grey", linestyle=":", label="dataset drift threshold"
+    )
+    bottom.legend(loc="upper left", fontsize=8)
+    bottom.xaxis.get_major_locator().set_params(integer=True)
+    for b in sim.batches:
+        if b.action == "submit":
+            for axis in (top, bottom):
+                axis.axvline(
+                    b.batch, color="green" if b.blessed else "red", linestyle="--", alpha=0.7
+                )
+            top.annotate(
+                f"v{b.champion_after}" if b.blessed else "refused",
+                (b.batch, np.nanmax(metric) if np.isfinite(np.nanmax(metric)) else 1),
+                fontsize=8,
+                rotation=90,
+                va="top",
+            )
+    top.legend(loc="lower left")
+    top.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

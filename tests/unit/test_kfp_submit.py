@@ -1,0 +1,211 @@
+"""KfpSubmitter with the real kfp.Client against a recording KFP API server on loopback.
+
+No KFP backend can run here, so the server answers the v2beta1 REST calls with canned
+objects and keeps every request; the tests check what the real client sent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from ctpipe.config import Config
+from ctpipe.monitor.submit import KfpSubmitter, SubmitError
+
+API = "/apis/v2beta1"
+
+
+class RecordingKfp(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict[str, Any]] = []
+        self.experiments: list[dict[str, Any]] = []
+        self.pipelines = [{"pipeline_id": "p-1", "display_name": "continuous-training"}]
+        self.run_state = "RUNNING"
+        self.multi_user = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def find(self, method: str, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == method and r["path"] == path]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RecordingKfp
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _reply(self, body: dict[str, Any], status: int = 200) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> tuple[str, dict[str, list[str]], Any]:
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": url.path,
+                "query": parse_qs(url.query),
+                "body": body,
+                "authorization": self.headers.get("Authorization"),
+            }
+        )
+        return url.path, parse_qs(url.query), body
+
+    def do_GET(self) -> None:
+        path, _, _ = self._record()
+        if path == f"{API}/healthz":
+            self._reply({"multi_user": self.server.multi_user})
+        elif path == f"{API}/experiments":
+            self._reply(
+                {"experiments": self.server.experiments, "total_size": len(self.server.experiments)}
+            )
+        elif path == f"{API}/pipelines":
+            self._reply(
+                {"pipelines": self.server.pipelines, "total_size": len(self.server.pipelines)}
+            )
+        elif path == f"{API}/pipelines/p-1/versions":
+            self._reply(
+                {"pipeline_versions": [{"pipeline_id": "p-1", "pipeline_version_id": "v-9"}]}
+            )
+        elif path.startswith(f"{API}/runs/"):
+            self._reply({"run_id": path.rsplit("/", 1)[1], "state": self.server.run_state})
+        else:
+            self._reply({"error": "not found"}, 404)
+
+    def do_POST(self) -> None:
+        path, _, body = self._record()
+        if path == f"{API}/experiments":
+            created = {**body, "experiment_id": "exp-1"}
+            self.server.experiments.append(created)
+            self._reply(created)
+        elif path == f"{API}/runs":
+            self._reply({**body, "run_id": "run-42", "state": "PENDING"})
+        elif path == f"{API}/recurringruns":
+            self._reply({**body, "recurring_run_id": "rr-7"})
+        else:
+            self._reply({"error": "not found"}, 404)
+
+
+@pytest.fixture
+def kfp_server() -> Iterator[RecordingKfp]:
+    server = RecordingKfp()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def token(tmp_path: Path) -> str:
+    path = tmp_path / "token"
+    path.write_text("sa-token-123\n")
+    return str(path)
+
+
+def test_submit_sends_the_run_with_config_reason_and_token(
+    kfp_server: RecordingKfp, token: str, small_config: Config
+) -> None:
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    run = submitter.submit(
+        small_config, "data_drift+performance", "test-model-data_drift-performance-20261127"
+    )
+    assert run.run_id == "run-42" and run.backend == "kfp"
+
+    # The experiment did not exist: looked up by name, then created.
+    lookup = kfp_server.find("GET", f"{API}/experiments")[0]
+    predicate = json.loads(lookup["query"]["filter"][0])["predicates"][0]
+    # kfp.Client sends the EQUALS operation as its enum number.
+    assert predicate == {"operation": 1, "key": "display_name", "stringValue": "ctpipe"}
+    assert kfp_server.find("POST", f"{API}/experiments")[0]["body"]["display_name"] == "ctpipe"
+
+    # The newest version of the uploaded pipeline is resolved.
+    versions = kfp_server.find("GET", f"{API}/pipelines/p-1/versions")[0]
+    assert versions["query"]["sort_by"] == ["created_at desc"] and versions["query"][
+        "page_size"
+    ] == ["1"]
+
+    body = kfp_server.find("POST", f"{API}/runs")[0]["body"]
+    assert body["display_name"] == "test-model-data_drift-performance-20261127"
+    assert body["experiment_id"] == "exp-1"
+    assert body["pipeline_version_reference"] == {
+        "pipeline_id": "p-1",
+        "pipeline_version_id": "v-9",
+    }
+    parameters = body["runtime_config"]["parameters"]
+    assert parameters["reason"] == "data_drift+performance"
+    assert parameters["config"]["model_name"] == "test-model"
+    assert parameters["config"]["search"]["candidates"][0]["family"] == "linear"
+    # The ServiceAccount token went with every request.
+    assert {r["authorization"] for r in kfp_server.requests} == {"Bearer sa-token-123"}
+
+
+def test_recurring_run_request(kfp_server: RecordingKfp, token: str, small_config: Config) -> None:
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    assert submitter.schedule(small_config, "0 0 3 * * *", "ctpipe-nightly") == "rr-7"
+    body = kfp_server.find("POST", f"{API}/recurringruns")[0]["body"]
+    assert body["display_name"] == "ctpipe-nightly"
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert body["max_concurrency"] == "1" or body["max_concurrency"] == 1
+    assert body["no_catchup"] is True
+    assert body["mode"] == "ENABLE"
+    assert body["pipeline_version_reference"] == {
+        "pipeline_id": "p-1",
+        "pipeline_version_id": "v-9",
+    }
+    assert body["runtime_config"]["parameters"]["reason"] == "schedule"
+
+
+def test_without_a_token_file_no_authorization_is_sent(
+    kfp_server: RecordingKfp, tmp_path: Path, small_config: Config
+) -> None:
+    submitter = KfpSubmitter(kfp_server.url, token_path=str(tmp_path / "absent"))
+    submitter.submit(small_config, "manual", "run")
+    assert {r["authorization"] for r in kfp_server.requests} == {None}
+
+
+def test_run_state_decides_whether_a_run_is_active(kfp_server: RecordingKfp, token: str) -> None:
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    assert submitter.is_active("run-42") is True
+    kfp_server.run_state = "SUCCEEDED"
+    assert submitter.is_active("run-42") is False
+
+
+def test_a_missing_pipeline_is_a_clear_error(
+    kfp_server: RecordingKfp, token: str, small_config: Config
+) -> None:
+    kfp_server.pipelines = []
+    with pytest.raises(SubmitError, match=r"no pipeline named .continuous-training.*upload"):
+        KfpSubmitter(kfp_server.url, token_path=token).submit(small_config, "manual", "run")
+    assert not kfp_server.find("POST", f"{API}/runs")
+
+
+def test_an_unreachable_server_is_a_clear_error(token: str, small_config: Config) -> None:
+    from tests.conftest import free_port
+
+    submitter = KfpSubmitter(f"http://127.0.0.1:{free_port()}", token_path=token)
+    with pytest.raises(SubmitError, match=r"submitting run to http://127\.0\.0\.1"):
+        submitter.submit(small_config, "manual", "run")
+
+
+def test_no_host_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    with pytest.raises(SubmitError, match="KF_PIPELINES_ENDPOINT"):
+        KfpSubmitter()

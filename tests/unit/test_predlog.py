@@ -1,0 +1,503 @@
+"""ctpipe.monitor.predlog: the prediction log writer and reader, on disk and on S3 (moto)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ctpipe.errors import DataError
+from ctpipe.monitor import predlog
+from ctpipe.monitor.predlog import Label, Prediction, PredictionLogWriter
+
+MODEL = "churn"
+T0 = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def pred(request_id: str, at: datetime = T0, **features: Any) -> Prediction:
+    return Prediction(request_id, at, "7", 1, 0.75, features or {"age": 40, "plan": "pro"})
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def log_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("part-*.parquet"))
+
+
+def ids(table: pa.Table) -> list[str]:
+    return sorted(table[predlog.REQUEST_ID].to_pylist())
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"predlog-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+# ------------------------------------------------------------------ round trips
+
+
+def test_round_trip_local(tmp_path: Path) -> None:
+    with PredictionLogWriter(str(tmp_path), MODEL) as writer:
+        version = 3  # a number, as MLflow clients sometimes hand it over: stored as "3"
+        writer.append(
+            Prediction("a", T0, version, "yes", 0.9, {"age": 31, "plan": "pro", "vip": True})  # type: ignore[arg-type]
+        )
+        writer.append(
+            [
+                Prediction("b", T0 + timedelta(seconds=1), "3", 0, 0.2, {"age": 45.5}),
+                Prediction("c", T0 + timedelta(seconds=2), "3", 2.0, None, {"plan": None}),
+            ]
+        )
+    table = predlog.read_predictions(str(tmp_path), MODEL)
+
+    assert table.schema.field(predlog.TIMESTAMP).type == pa.timestamp("us", tz="UTC")
+    features = table.schema.field(predlog.FEATURES).type
+    assert {f.name: f.type for f in features} == {
+        "age": pa.float64(),
+        "plan": pa.string(),
+        "vip": pa.float64(),
+    }
+    rows = table.to_pylist()
+    assert [r["request_id"] for r in rows] == ["a", "b", "c"]
+    assert [r["prediction"] for r in rows] == ["yes", "0", "2"]  # pyarrow's text of the value
+    assert [r["score"] for r in rows] == [0.9, 0.2, None]
+    assert {r["model_name"] for r in rows} == {MODEL}
+    assert {r["model_version"] for r in rows} == {"3"}
+    assert rows[0]["timestamp"] == T0
+    assert rows[0]["features"] == {"age": 31.0, "plan": "pro", "vip": 1.0}
+    assert rows[1]["features"] == {"age": 45.5, "plan": None, "vip": None}
+    files = log_files(tmp_path)
+    assert len(files) == 1
+    assert files[0].parent == tmp_path / MODEL / "date=2024-03-10"
+    assert not [p for p in (tmp_path / MODEL).rglob("*") if p.name.startswith(".")]
+
+
+def test_round_trip_s3(s3: Any, bucket: str) -> None:
+    root = f"s3://{bucket}/predictions"
+    day2 = T0 + timedelta(days=1)
+    with PredictionLogWriter(root, MODEL) as writer:
+        writer.append([pred("a"), pred("b", day2), pred("c", day2 + timedelta(hours=1))])
+
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert [k.rsplit("/", 1)[0] for k in keys] == [
+        f"predictions/{MODEL}/date=2024-03-10",
+        f"predictions/{MODEL}/date=2024-03-11",
+    ]
+    assert ids(predlog.read_predictions(root, MODEL)) == ["a", "b", "c"]
+    window = predlog.read_predictions(root, MODEL, since=day2, until=day2 + timedelta(minutes=30))
+    assert ids(window) == ["b"]
+    assert window.to_pylist()[0]["features"] == {"age": 40.0, "plan": "pro"}
+
+
+def test_read_from_missing_bucket_is_a_data_error(s3: Any) -> None:
+    with pytest.raises(DataError, match="cannot list objects"):
+        predlog.read_predictions(f"s3://no-such-{uuid.uuid4().hex[:8]}/p", MODEL)
+
+
+# --------------------------------------------------------------------- flushing
+
+
+def test_flush_by_size(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(str(tmp_path), MODEL, max_rows=5, max_seconds=3600)
+    try:
+        writer.append([pred(f"r{i}") for i in range(4)])
+        assert writer.pending == 4
+        assert log_files(tmp_path) == []
+        time.sleep(0.1)  # lets the thread settle into its long wait, so size must wake it
+        assert writer.pending == 4
+        writer.append(pred("r4"))
+        wait_until(lambda: writer.files_written == 1, "a flush by size")
+        assert writer.pending == 0
+        assert len(log_files(tmp_path)) == 1
+        assert ids(predlog.read_predictions(str(tmp_path), MODEL)) == [f"r{i}" for i in range(5)]
+    finally:
+        writer.close()
+
+
+def test_flush_by_time(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(str(tmp_path), MODEL, max_rows=10_000, max_seconds=0.05)
+    try:
+        writer.append([pred("a"), pred("b")])
+        wait_until(lambda: writer.rows_written == 2, "a flush by time")
+        assert len(log_files(tmp_path)) == 1
+        writer.append(pred("c"))  # the clock starts again with the next row
+        wait_until(lambda: writer.rows_written == 3, "a second flush by time")
+        assert len(log_files(tmp_path)) == 2  # a new file; the first is not rewritten
+        assert ids(predlog.read_predictions(str(tmp_path), MODEL)) == ["a", "b", "c"]
+    finally:
+        writer.close()
+
+
+def test_flush_on_close_is_idempotent(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(str(tmp_path), MODEL, max_seconds=3600)
+    writer.append([pred("a"), pred("b")])
+    assert log_files(tmp_path) == []
+    writer.close()
+    assert writer.closed
+    assert writer.rows_written == 2
+    writer.close()
+    assert len(log_files(tmp_path)) == 1
+    with pytest.raises(ValueError, match="closed"):
+        writer.append(pred("c"))
+    assert ids(predlog.read_predictions(str(tmp_path), MODEL)) == ["a", "b"]
+
+
+def test_explicit_flush_and_empty_flush(tmp_path: Path) -> None:
+    with PredictionLogWriter(str(tmp_path), MODEL, max_seconds=3600) as writer:
+        assert writer.flush() == 0
+        writer.append(pred("a"))
+        assert writer.flush() == 1
+        assert writer.pending == 0
+    assert len(log_files(tmp_path)) == 1
+
+
+def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
+    threads, per_thread = 8, 400
+    writer = PredictionLogWriter(str(tmp_path), MODEL, max_rows=50, max_seconds=0.01)
+    start = threading.Barrier(threads)
+
+    def produce(n: int) -> None:
+        start.wait()
+        for i in range(0, per_thread, 4):
+            if i == per_thread // 2:  # flushes must run while threads are still appending
+                wait_until(lambda: writer.files_written >= 1, "a flush between appends")
+            if i % 8:
+                writer.append(pred(f"t{n}-{i + k}") for k in range(4))
+            else:
+                for k in range(4):
+                    writer.append(pred(f"t{n}-{i + k}"))
+
+    workers = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    writer.close()
+
+    logged = predlog.read_predictions(str(tmp_path), MODEL)[predlog.REQUEST_ID].to_pylist()
+    expected = {f"t{n}-{i}" for n in range(threads) for i in range(per_thread)}
+    assert len(logged) == len(expected) == writer.rows_written
+    assert set(logged) == expected  # every id exactly once
+    assert len(log_files(tmp_path)) == writer.files_written > 1
+
+
+def test_failed_flush_keeps_rows_until_the_bucket_exists(s3: Any) -> None:
+    name = f"later-{uuid.uuid4().hex[:12]}"
+    root = f"s3://{name}/log"
+    writer = PredictionLogWriter(root, MODEL, max_seconds=3600)
+    try:
+        writer.append([pred("a"), pred("b"), pred("c")])
+        with pytest.raises(DataError, match=rf"{name}.*3 rows stay buffered"):
+            writer.flush()
+        assert writer.pending == 3
+        assert writer.failed_flushes == 1
+        assert writer.last_error and name in writer.last_error
+
+        s3.create_bucket(Bucket=name)
+        writer.append(pred("d"))
+        assert writer.flush() == 4
+        assert writer.failed_flushes == 0
+    finally:
+        writer.close()
+    assert ids(predlog.read_predictions(root, MODEL)) == ["a", "b", "c", "d"]
+
+
+def test_background_flush_retries_after_a_failure(
+    s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"later-{uuid.uuid4().hex[:12]}"
+    root = f"s3://{name}/log"
+    caplog.set_level(logging.WARNING, logger=predlog.__name__)
+    writer = PredictionLogWriter(root, MODEL, max_seconds=0.05)
+    try:
+        writer.append([pred("a"), pred("b")])
+        wait_until(lambda: writer.failed_flushes >= 1, "a failed background flush")
+        assert writer.pending == 2
+        wait_until(
+            lambda: any("2 rows stay buffered" in r.getMessage() for r in caplog.records),
+            "the warning about the kept rows",
+        )
+
+        s3.create_bucket(Bucket=name)
+        wait_until(lambda: writer.rows_written == 2, "the retry after the bucket appeared")
+        assert writer.failed_flushes == 0
+    finally:
+        writer.close()
+    assert ids(predlog.read_predictions(root, MODEL)) == ["a", "b"]
+
+
+def test_failing_writes_back_off_and_close_retries(tmp_path: Path) -> None:
+    blocker = tmp_path / "root"
+    blocker.write_text("a file where the log's folder should be")
+    writer = PredictionLogWriter(str(blocker), MODEL, max_rows=1, max_seconds=3600)
+    writer.append(pred("a"))
+    wait_until(lambda: writer.failed_flushes >= 1, "the first failed flush")
+    writer.append(pred("b"))  # over max_rows, but the writer waits out its back-off
+    time.sleep(0.3)
+    assert writer.failed_flushes == 1
+    assert writer.pending == 2
+
+    with pytest.raises(DataError, match="2 rows stay buffered"):
+        writer.close()
+    assert writer.pending == 2
+
+    blocker.unlink()
+    writer.close()  # again: retries what the failed close kept
+    assert writer.pending == 0
+    assert ids(predlog.read_predictions(str(blocker), MODEL)) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def write_days(root: Path) -> None:
+    rows = [
+        pred("d1-2300", datetime(2024, 3, 9, 23, 0, tzinfo=UTC)),
+        pred("d2-0030", datetime(2024, 3, 10, 0, 30, tzinfo=UTC)),
+        pred("d2-1200", datetime(2024, 3, 10, 12, 0, tzinfo=UTC)),
+        pred("d3-0100", datetime(2024, 3, 11, 1, 0, tzinfo=UTC)),
+    ]
+    with PredictionLogWriter(str(root), MODEL) as writer:
+        writer.append(rows)
+
+
+def test_one_flush_writes_one_file_per_date(tmp_path: Path) -> None:
+    write_days(tmp_path)
+    assert [p.parent.name for p in log_files(tmp_path)] == [
+        "date=2024-03-09",
+        "date=2024-03-10",
+        "date=2024-03-11",
+    ]
+
+
+def test_time_window_is_half_open(tmp_path: Path) -> None:
+    write_days(tmp_path)
+    read = predlog.read_predictions
+    day2 = datetime(2024, 3, 10, tzinfo=UTC)
+    assert ids(read(str(tmp_path), MODEL, since=day2, until=day2 + timedelta(days=1))) == [
+        "d2-0030",
+        "d2-1200",
+    ]
+    window = read(
+        str(tmp_path),
+        MODEL,
+        since=datetime(2024, 3, 10, 0, 30),  # naive: UTC
+        until=datetime(2024, 3, 10, 12, 0),
+    )
+    assert ids(window) == ["d2-0030"]
+    assert ids(read(str(tmp_path), MODEL, since=datetime(2024, 3, 10, 12, tzinfo=UTC))) == [
+        "d2-1200",
+        "d3-0100",
+    ]
+    assert ids(read(str(tmp_path), MODEL, until=day2)) == ["d1-2300"]
+    # Another zone is the same instant.
+    plus_two = datetime(2024, 3, 10, 2, 0, tzinfo=ZoneInfo("Etc/GMT-2"))
+    assert ids(read(str(tmp_path), MODEL, since=plus_two, until=day2 + timedelta(hours=1))) == [
+        "d2-0030"
+    ]
+    timestamps = read(str(tmp_path), MODEL)[predlog.TIMESTAMP].to_pylist()
+    assert timestamps == sorted(timestamps)
+
+
+@pytest.mark.parametrize("days_wide", [1, predlog.PREFIX_LISTING_MAX_DAYS + 30])
+def test_reads_open_only_the_date_folders_of_the_window(tmp_path: Path, days_wide: int) -> None:
+    write_days(tmp_path)
+    # A corrupt file in a folder outside the window: reading it would fail.
+    corrupt = tmp_path / MODEL / "date=2024-03-09" / "part-corrupt.parquet"
+    corrupt.write_bytes(b"not parquet")
+    until = datetime(2024, 3, 11, 12, tzinfo=UTC)
+    window = predlog.read_predictions(
+        str(tmp_path), MODEL, since=datetime(2024, 3, 10, tzinfo=UTC), until=until
+    )
+    assert ids(window) == ["d2-0030", "d2-1200", "d3-0100"]
+    wide = predlog.read_predictions(
+        str(tmp_path),
+        MODEL,
+        since=datetime(2024, 3, 10, tzinfo=UTC),
+        until=until + timedelta(days=days_wide),
+    )
+    assert ids(wide) == ["d2-0030", "d2-1200", "d3-0100"]
+
+    with pytest.raises(DataError, match=r"part-corrupt\.parquet.*not a readable Parquet"):
+        predlog.read_predictions(str(tmp_path), MODEL)
+
+
+def test_empty_reads_have_the_log_schema(tmp_path: Path) -> None:
+    nothing = predlog.read_predictions(str(tmp_path / "missing"), MODEL)
+    assert nothing.num_rows == 0
+    assert nothing.column_names == [*predlog.REQUIRED_PREDICTION_COLUMNS, predlog.FEATURES]
+    assert nothing.schema.field(predlog.TIMESTAMP).type == predlog.TIMESTAMP_TYPE
+
+    write_days(tmp_path)
+    no_files = predlog.read_predictions(str(tmp_path), MODEL, since=datetime(2025, 1, 1))
+    assert no_files.num_rows == 0
+    assert no_files.schema == nothing.schema
+    # Files read, every row filtered out: their features stay in the schema.
+    no_rows = predlog.read_predictions(str(tmp_path), MODEL, since=datetime(2024, 3, 11, 5))
+    assert no_rows.num_rows == 0
+    assert no_rows.schema.field(predlog.FEATURES).type == pa.struct(
+        [("age", pa.float64()), ("plan", pa.string())]
+    )
+    assert predlog.read_labels(str(tmp_path / "missing"), MODEL).schema == predlog.LABEL_SCHEMA
+
+
+def test_files_missing_required_columns_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / MODEL / "date=2024-03-10" / "part-bad.parquet"
+    bad.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["a"], "timestamp": [T0], "features": [{"x": 1}]}), bad)
+    with pytest.raises(DataError) as info:
+        predlog.read_predictions(str(tmp_path), MODEL)
+    message = str(info.value)
+    assert str(bad) in message
+    assert "missing required column(s): model_name, model_version, prediction, score" in message
+
+    labels = tmp_path / "labels" / MODEL / "part-bad.parquet"
+    labels.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["a"], "outcome": [1]}), labels)
+    with pytest.raises(DataError, match=r"part-bad\.parquet: label file is missing .*: label"):
+        predlog.read_labels(str(tmp_path / "labels"), MODEL)
+
+
+def test_bad_label_values_are_named(tmp_path: Path) -> None:
+    labels = tmp_path / MODEL / "part-x.parquet"
+    labels.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["a", None], "label": [1, 0]}), labels)
+    with pytest.raises(DataError, match=r"part-x\.parquet: column 'request_id' is empty in 1"):
+        predlog.read_labels(str(tmp_path), MODEL)
+
+
+def test_features_unify_across_files_and_flatten(tmp_path: Path) -> None:
+    with PredictionLogWriter(str(tmp_path), MODEL) as writer:
+        writer.append(Prediction("a", T0, "1", 0, 0.1, {"zip": 1234, "age": 30}))
+    with PredictionLogWriter(str(tmp_path), MODEL) as writer:
+        writer.append(Prediction("b", T0, "1", 0, 0.1, {"zip": "SW1A", "city": "x"}))
+    with PredictionLogWriter(str(tmp_path), MODEL) as writer:
+        writer.append(Prediction("c", T0, "1", 0, 0.1, {}))  # a file without features
+    table = predlog.read_predictions(str(tmp_path), MODEL).sort_by("request_id")
+
+    flat = predlog.features_table(table)
+    assert flat.num_rows == 3
+    assert dict(zip(flat.column_names, flat.schema.types, strict=True)) == {
+        "zip": pa.string(),  # text in one file: text everywhere
+        "age": pa.float64(),
+        "city": pa.string(),
+    }
+    assert flat.to_pylist() == [
+        {"zip": "1234", "age": 30.0, "city": None},
+        {"zip": "SW1A", "age": None, "city": "x"},
+        {"zip": None, "age": None, "city": None},
+    ]
+    # A feature named like one of our columns stays inside the struct.
+    with PredictionLogWriter(str(tmp_path / "clash"), MODEL) as writer:
+        writer.append(Prediction("d", T0, "1", 0, 0.5, {"score": 3, "request_id": "x"}))
+    clash = predlog.read_predictions(str(tmp_path / "clash"), MODEL)
+    assert clash[predlog.SCORE].to_pylist() == [0.5]
+    assert predlog.features_table(clash).to_pylist() == [{"score": 3.0, "request_id": "x"}]
+
+
+def test_prediction_checks_its_fields() -> None:
+    naive = Prediction("a", datetime(2024, 1, 1, 12), "1", "x", 1)
+    assert naive.timestamp == datetime(2024, 1, 1, 12, tzinfo=UTC)
+    assert naive.score == 1.0
+    with pytest.raises(TypeError, match="score"):
+        Prediction("a", T0, "1", "x", "high")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="timestamp"):
+        Prediction("a", "2024-01-01", "1", "x", 0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="request_id"):
+        Prediction("", T0, "1", "x", 0.1)
+    features = {"a": 1}
+    record = Prediction("a", T0, "1", "x", 0.1, features)
+    features["a"] = 2
+    assert record.features == {"a": 1}  # copied: the caller may reuse its dict
+
+
+# ------------------------------------------------------------------------ labels
+
+
+def test_join_labels_counts_and_keeps_the_latest_label(tmp_path: Path) -> None:
+    labels_root = str(tmp_path / "labels")
+    with PredictionLogWriter(str(tmp_path / "log"), MODEL) as writer:
+        writer.append(
+            [Prediction(f"p{i}", T0 + timedelta(minutes=i), "1", i % 2, 0.5) for i in range(6)]
+        )
+    later = T0 + timedelta(hours=2)
+    predlog.write_labels(
+        labels_root,
+        MODEL,
+        [
+            Label("p0", 1, later),  # the later label, written first
+            Label("p1", 1, T0),
+            Label("p2", 0),  # no labelled_at: older than any dated label
+            Label("u1", 1, T0),
+            Label("u2", 0, T0),
+        ],
+    )
+    predlog.write_labels(labels_root, MODEL, [Label("p0", 0, T0), Label("p2", 1, T0)])
+    # A label file from elsewhere: integer labels and no labelled_at column.
+    foreign = tmp_path / "labels" / MODEL / "upstream" / "export.parquet"
+    foreign.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["p3"], "label": [1]}), foreign)
+
+    labels = predlog.read_labels(labels_root, MODEL)
+    assert labels.num_rows == 8
+    joined = predlog.join_labels(predlog.read_predictions(str(tmp_path / "log"), MODEL), labels)
+
+    assert (joined.labelled, joined.unlabelled) == (4, 2)
+    assert joined.duplicate_labels == 2
+    assert joined.unmatched == 2
+    assert sorted(joined.unmatched_examples) == ["u1", "u2"]
+    rows = {r["request_id"]: r for r in joined.table.to_pylist()}
+    assert {k: (r["prediction"], r["label"]) for k, r in rows.items()} == {
+        "p0": ("0", "1"),  # labelled later wins over written later
+        "p1": ("1", "1"),
+        "p2": ("0", "1"),  # the dated label beats the undated one
+        "p3": ("1", "1"),  # integer 1 reads as "1", like the prediction
+    }
+    assert rows["p0"]["labelled_at"] == later
+    assert joined.table.column_names[-2:] == [predlog.LABEL, predlog.LABELLED_AT]
+
+    with pytest.raises(DataError, match=r"2 labels match no logged prediction.*u1"):
+        joined.raise_if_unmatched()
+
+
+def test_join_without_unmatched_labels_passes() -> None:
+    predictions = pa.table({"request_id": ["a", "b"], "prediction": ["1", "0"]})
+    labels = pa.table({"request_id": ["a", "a"], "label": ["1", "0"]})
+    joined = predlog.join_labels(predictions, labels)
+    joined.raise_if_unmatched()
+    assert (joined.labelled, joined.unlabelled, joined.unmatched) == (1, 1, 0)
+    assert joined.duplicate_labels == 1
+    assert joined.table["label"].to_pylist() == ["0"]  # same time: the later row wins
+
+    many = pa.table({"request_id": [f"x{i}" for i in range(9)], "label": ["1"] * 9})
+    result = predlog.join_labels(predictions, many)
+    assert result.unmatched == 9
+    assert len(result.unmatched_examples) == predlog.UNMATCHED_EXAMPLES
+
+
+def test_write_labels_to_s3_and_nothing_to_write(s3: Any, bucket: str) -> None:
+    root = f"s3://{bucket}/labels"
+    assert predlog.write_labels(root, MODEL, []) is None
+    uri = predlog.write_labels(root, MODEL, [Label("a", "yes", T0)])
+    assert uri is not None and uri.startswith(f"{root}/{MODEL}/part-")
+    assert predlog.read_labels(root, MODEL).to_pylist() == [
+        {"request_id": "a", "label": "yes", "labelled_at": T0}
+    ]
