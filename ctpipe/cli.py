@@ -261,6 +261,30 @@ def _report_simulation(sim: Any) -> None:
     print(f"everything is in {sim.out_dir}")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ctpipe import registry
+    from ctpipe.monitor.runner import predictions_root
+    from ctpipe.serving.__main__ import main as serving_main
+
+    config, _ = _config(args.config)
+    argv = [
+        "--model_name", config.model_name,
+        "--http_port", str(args.port),
+        "--host", args.host,
+        "--enable_grpc", "false",
+        "--reload-seconds", str(args.reload_seconds),
+    ]  # fmt: skip
+    if args.model_uri:
+        argv += ["--model-uri", args.model_uri]
+    if not args.no_log:
+        argv += ["--predictions-uri", predictions_root(config)]
+    os.environ.setdefault(registry.TRACKING_ENV, registry.tracking_uri(config.state_dir))
+    print(
+        f"serving {config.model_name} on http://{args.host}:{args.port} (v1 and v2 REST); Ctrl-C stops it"
+    )
+    return serving_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctpipe",
@@ -442,6 +466,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="output folder (default: ctpipe-simulate/<data>-<policy>)")
     sim.add_argument("--force", action="store_true", help="replace an existing output folder")
     sim.set_defaults(func=cmd_simulate)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion locally (KServe v1/v2 REST), logging every request for the monitor",
+        description="Runs the same predictor as the serving image: loads models:/<model_name>@champion from "
+        "the config's MLflow store, follows the alias when it moves (hot reload), validates requests against "
+        "the model's signature, logs every request to the prediction log, and exposes /metrics.",
+    )
+    serve.add_argument(
+        "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
+    )
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: loopback only)"
+    )
+    serve.add_argument("--model-uri", help="default: models:/<model_name>@champion")
+    serve.add_argument(
+        "--reload-seconds", type=float, default=5.0, help="how often to check the champion alias"
+    )
+    serve.add_argument("--no-log", action="store_true", help="do not write the prediction log")
+    serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser(
         "demo", help="simulate the built-in stream with an abrupt and a gradual drift"

@@ -78,6 +78,12 @@ def _artifact_location(state_dir: str) -> str | None:
 
 
 def client(config: Config) -> Any:
+    """An MlflowClient for this config's store (MLFLOW_TRACKING_URI or sqlite in state_dir)."""
+    return client_for(tracking_uri(config.state_dir))
+
+
+def client_for(uri: str) -> Any:
+    """An MlflowClient for a tracking URI; also points MLflow's fluent API at it."""
     # Telemetry would try to reach the internet from every step; pods often cannot.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -88,7 +94,6 @@ def client(config: Config) -> Any:
     endpoint = storage.s3_endpoint()
     if endpoint and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = endpoint
-    uri = tracking_uri(config.state_dir)
     # set_tracking_uri (and set_registry_uri) also export environment variables, which
     # would then override the state_dir of every later config in this process and its
     # subprocesses.
@@ -137,19 +142,36 @@ class ModelRef:
 
 def get_alias(config: Config, alias: str, mlflow_client: Any = None) -> ModelRef | None:
     """The model version an alias points at, or None when it is not set."""
+    return alias_ref(mlflow_client or client(config), config.model_name, alias)
+
+
+def alias_ref(mlflow_client: Any, name: str, alias: str) -> ModelRef | None:
     from mlflow.exceptions import MlflowException
 
-    mlflow_client = mlflow_client or client(config)
     try:
-        version = mlflow_client.get_model_version_by_alias(config.model_name, alias)
+        version = mlflow_client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise RegistryError(
-            f"MLflow: cannot read alias {alias!r} of {config.model_name!r}: {exc.message}"
+            f"MLflow: cannot read alias {alias!r} of {name!r}: {exc.message}"
         ) from exc
+    return _ref(name, version)
+
+
+def version_ref(mlflow_client: Any, name: str, version: str) -> ModelRef:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow_client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow: no version {version} of {name!r} ({exc.message})") from exc
+    return _ref(name, found)
+
+
+def _ref(name: str, version: Any) -> ModelRef:
     return ModelRef(
-        config.model_name,
+        name,
         str(version.version),
         version.run_id,
         version.source,
@@ -164,23 +186,41 @@ def champion(config: Config, mlflow_client: Any = None) -> ModelRef | None:
 
 def load_model(ref: ModelRef) -> Any:
     """Download a model version, verify its checksum, and load it."""
-    import mlflow.artifacts
-    import mlflow.sklearn
+    return load_model_dir(download_model(ref), expected_sha256(ref), f"{ref.name} v{ref.version}")
 
+
+def expected_sha256(ref: ModelRef) -> str:
     expected = ref.tags.get(TAG_MODEL_SHA256)
     if not expected:
         raise RegistryError(
             f"{ref.name} v{ref.version} has no {TAG_MODEL_SHA256} tag, so its integrity cannot be checked; "
             "refusing to load it (register models through ctpipe)"
         )
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri))
-    actual = file_sha256(local / PICKLE_FILE)
-    if actual != expected:
+    return expected
+
+
+def download_model(ref: ModelRef) -> Path:
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri))
+
+
+def load_model_dir(path: Path, expected_sha256: str, label: str) -> Any:
+    """Load an MLflow sklearn model directory after checking its pickle's SHA-256."""
+    import mlflow.sklearn
+
+    pickle_path = Path(path) / PICKLE_FILE
+    if not pickle_path.is_file():
         raise RegistryError(
-            f"{ref.name} v{ref.version}: {PICKLE_FILE} has SHA-256 {actual[:16]}…, but {expected[:16]}… "
+            f"{label}: {pickle_path} does not exist; not an MLflow sklearn model directory"
+        )
+    actual = file_sha256(pickle_path)
+    if actual != expected_sha256:
+        raise RegistryError(
+            f"{label}: {PICKLE_FILE} has SHA-256 {actual[:16]}…, but {expected_sha256[:16]}… "
             "was recorded at registration; the artifact was changed. Refusing to load it."
         )
-    return mlflow.sklearn.load_model(str(local))
+    return mlflow.sklearn.load_model(str(path))
 
 
 def download_reference(ref: ModelRef) -> Any:

@@ -1,0 +1,154 @@
+"""python -m ctpipe.serving: the predictor (KServe ModelServer) with ctpipe's model.
+
+    python -m ctpipe.serving --model_name ctpipe-demo \\
+        --model-uri models:/ctpipe-demo@champion --predictions-uri s3://bucket/predictions
+
+Every KServe ModelServer flag works too (--http_port, --enable_grpc, --workers, ...).
+The model is loaded before the server listens, so the server is ready only once it can
+answer. On SIGTERM the prediction log is flushed before the process ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from ctpipe.errors import CtpipeError
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+PREDICTIONS_ENV = "CTPIPE_PREDICTIONS_URI"
+
+
+def parser() -> argparse.ArgumentParser:
+    from kserve.model_server import parser as kserve_parser
+
+    serving = argparse.ArgumentParser(
+        prog="python -m ctpipe.serving",
+        parents=[kserve_parser],
+        description="Serve a ctpipe model over KServe's v1 and v2 REST protocols.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serving.add_argument(
+        "--model-uri",
+        help="models:/<name>@<alias> (default: models:/<model_name>@champion), models:/<name>/<version>, "
+        "runs:/<id>/model, an s3:// prefix or a local MLflow model directory",
+    )
+    serving.add_argument(
+        "--model-sha256", help="expected SHA-256 of model.pkl, for s3:// and local directories"
+    )
+    serving.add_argument(
+        "--allow-unverified", action="store_true", help="load a local model without a SHA-256"
+    )
+    serving.add_argument(
+        "--predictions-uri",
+        default=os.environ.get(PREDICTIONS_ENV),
+        help=f"log every request here (local dir or s3:// prefix; default: ${PREDICTIONS_ENV}; unset: no log)",
+    )
+    serving.add_argument(
+        "--log-flush-rows", type=int, default=5000, help="flush the log after this many rows"
+    )
+    serving.add_argument(
+        "--log-flush-seconds", type=float, default=10.0, help="flush the log at least this often"
+    )
+    serving.add_argument(
+        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest request body accepted"
+    )
+    serving.add_argument(
+        "--max-batch-rows", type=int, default=10_000, help="most rows in one request"
+    )
+    serving.add_argument(
+        "--reload-seconds", type=float, default=10.0, help="how often to check the alias (0: never)"
+    )
+    serving.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serving.add_argument(
+        "--config", help="ctpipe.yaml, for the local MLflow store when MLFLOW_TRACKING_URI is unset"
+    )
+    return serving
+
+
+def tracking_uri(config_path: str | None) -> str | None:
+    from ctpipe import registry
+
+    if os.environ.get(registry.TRACKING_ENV):
+        return os.environ[registry.TRACKING_ENV]
+    if config_path is None:
+        return None
+    from ctpipe.config import load
+
+    return registry.tracking_uri(load(config_path).state_dir)
+
+
+def build_model(args: argparse.Namespace) -> Any:
+    from ctpipe.monitor.predlog import PredictionLogWriter
+    from ctpipe.serving.model import ChampionModel
+    from ctpipe.serving.source import ModelSource
+
+    uri = args.model_uri or f"models:/{args.model_name}@champion"
+    source = ModelSource(uri, tracking_uri(args.config), args.model_sha256, args.allow_unverified)
+    writer = None
+    if args.predictions_uri:
+        writer = PredictionLogWriter(
+            args.predictions_uri,
+            args.model_name,
+            max_rows=args.log_flush_rows,
+            max_seconds=args.log_flush_seconds,
+        )
+    return ChampionModel(
+        args.model_name,
+        source,
+        log_writer=writer,
+        max_rows=args.max_batch_rows,
+        reload_seconds=args.reload_seconds,
+    )
+
+
+def serve(args: argparse.Namespace) -> None:
+    import kserve
+    from kserve import model_server
+
+    from ctpipe.serving.http import InferenceGuard
+
+    model = build_model(args)
+    model.load()
+    model_server.app.add_middleware(InferenceGuard, max_body_bytes=args.max_body_bytes)
+    _listen_on(args.host)
+    kserve.ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=1,  # one process: the hot-reload watcher and the log writer live in it
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+    ).start([model])
+    model.stop()  # flush the prediction log once the server has stopped
+
+
+def _listen_on(host: str) -> None:
+    """KServe's REST server always binds 0.0.0.0; a laptop server should listen on loopback."""
+    from kserve import model_server
+
+    base = model_server.RESTServer
+
+    class BoundRESTServer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.config.host = host
+
+    model_server.RESTServer = BoundRESTServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    try:
+        serve(args)
+    except CtpipeError as exc:
+        print(f"ctpipe serving: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The predictor: a kserve.Model that serves the champion and follows it when it moves."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kserve
+from kserve.protocol.infer_type import InferRequest
+
+from ctpipe.monitor.predlog import Prediction, PredictionLogWriter
+from ctpipe.serving import metrics
+from ctpipe.serving.payload import Batch, parse_v1, parse_v2, predict, v1_response, v2_response
+from ctpipe.serving.source import Loaded, ModelSource
+
+log = logging.getLogger("ctpipe.serving")
+VERSION_HEADER = "x-model-version"
+
+
+class ChampionModel(kserve.Model):
+    """Serves one model; when its source is a registry alias, swaps in a new version the
+    moment the alias moves. Requests in flight finish on the version they started with:
+    the swap is a single reference assignment, so no request is dropped or mixed."""
+
+    def __init__(
+        self,
+        name: str,
+        source: ModelSource,
+        *,
+        log_writer: PredictionLogWriter | None = None,
+        max_rows: int = 10_000,
+        reload_seconds: float = 10.0,
+    ) -> None:
+        super().__init__(name, return_response_headers=True)
+        self.source = source
+        self.log_writer = log_writer
+        self.max_rows = max_rows
+        self.reload_seconds = reload_seconds
+        self.current: Loaded | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load(self) -> bool:
+        self._install(self.source.load())
+        self.ready = True
+        if self.source.alias is not None and self.reload_seconds > 0 and self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, name="ctpipe-model-watcher", daemon=True
+            )
+            self._watcher.start()
+        return self.ready
+
+    def _install(self, loaded: Loaded) -> None:
+        previous = self.current
+        self.current = loaded
+        metrics.model_info.labels(self.name, loaded.version).set(1)
+        if previous is not None and previous.version != loaded.version:
+            metrics.model_info.remove(self.name, previous.version)
+        log.info("serving %s version %s on %s", self.name, loaded.version, loaded.device)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.reload_seconds):
+            self.reload_if_moved()
+
+    def reload_if_moved(self) -> bool:
+        """Load the version the alias points at now, if it is not the one serving."""
+        try:
+            version = self.source.current_version()
+            if version is None or self.current is None or version == self.current.version:
+                return False
+            self._install(self.source.load())
+            return True
+        except Exception:  # keep serving the old version; try again next interval
+            log.exception("could not reload %s from %s", self.name, self.source.uri)
+            return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.log_writer is not None:
+            self.log_writer.close()
+
+    # --------------------------------------------------------------------- requests
+
+    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+        loaded = self._serving()
+        request_id = (headers or {}).get("x-request-id")
+        if isinstance(payload, InferRequest):
+            return parse_v2(payload, loaded.signature, self.max_rows)
+        return parse_v1(payload, loaded.signature, self.max_rows, request_id)
+
+    def predict(
+        self,
+        payload: Batch,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        loaded = self._serving()  # one snapshot for the whole request
+        result = predict(loaded, payload)
+        if response_headers is not None:
+            response_headers[VERSION_HEADER] = loaded.version
+        metrics.rows.labels(self.name).inc(payload.rows)
+        for score in result.scores:
+            metrics.score.labels(self.name).observe(score)
+        if self.log_writer is not None:
+            self._log(loaded, payload, result.predictions, result.scores)
+        if payload.protocol == "v2":
+            return v2_response(self.name, loaded, payload, result)
+        return v1_response(self.name, loaded, payload, result)
+
+    def _serving(self) -> Loaded:
+        loaded = self.current
+        if loaded is None:
+            raise kserve.errors.ModelNotReady(self.name)
+        return loaded
+
+    def _log(
+        self, loaded: Loaded, batch: Batch, predictions: list[Any], scores: list[float]
+    ) -> None:
+        """Hand the rows to the log writer; it writes them from its own thread."""
+        writer = self.log_writer
+        assert writer is not None
+        now = datetime.now(UTC)
+        writer.append(
+            Prediction(rid, now, loaded.version, prediction, score, features)
+            for rid, prediction, score, features in zip(
+                batch.ids, predictions, scores, batch.records(), strict=True
+            )
+        )
+        metrics.log_pending.labels(self.name).set(writer.pending)
+        metrics.log_failures.labels(self.name).set(writer.failed_flushes)

@@ -1,0 +1,179 @@
+"""A registered champion (trained in-process by the stage functions) and a real predictor
+process on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctpipe import registry, stages
+from ctpipe.config import Config
+from tests.conftest import free_port, make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train_and_register(config: Config, work: Path, seed: int = 7) -> str:
+    """The pipeline's stages in one process: a blessed, registered champion. Returns its version."""
+    import dataclasses
+
+    work.mkdir(parents=True, exist_ok=True)
+    config = config.replace(
+        data=dataclasses.replace(
+            config.data, synthetic=dataclasses.replace(config.data.synthetic, seed=seed)
+        )
+    )
+    p = {
+        n: str(work / n)
+        for n in (
+            "data",
+            "schema",
+            "report",
+            "train",
+            "validation",
+            "test",
+            "profile",
+            "reference",
+            "model",
+            "best",
+            "evaluation",
+        )
+    }
+    ingested = stages.ingest(config, p["data"])
+    stages.validate(config, p["data"], p["schema"], p["report"]).raise_if_failed()
+    stages.split(
+        config,
+        p["data"],
+        p["schema"],
+        p["train"],
+        p["validation"],
+        p["test"],
+        p["profile"],
+        p["reference"],
+    )
+    candidate = stages.plan(config)[0]
+    trained = stages.train(config, candidate, p["schema"], p["train"], p["validation"], p["model"])
+    stages.select(config, [(p["model"], trained.metadata())], p["best"])
+    evaluation = stages.evaluate(config, p["best"], p["test"], p["schema"], p["evaluation"])
+    assert evaluation.blessed, evaluation.summary()
+    registration = stages.register(
+        config,
+        model_path=p["best"],
+        model_metadata=trained.metadata(),
+        schema_path=p["schema"],
+        evaluation_path=p["evaluation"],
+        test_path=p["test"],
+        profile_path=p["profile"],
+        sample_path=p["reference"],
+        dataset_metadata=ingested.metadata(),
+        kfp_run_id="test",
+        kfp_run_name="test",
+        reason="test",
+    )
+    return registration.version
+
+
+@pytest.fixture(scope="session")
+def served_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    root = tmp_path_factory.mktemp("serving")
+    config = make_config(root / "state", model_name="served-model")
+    config = config.replace(search=config.search.__class__(candidates=config.search.candidates[:1]))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CTPIPE_TRAIN_THREADS", "1")
+        train_and_register(config, root / "v1")
+    return config
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    log_dir: Path
+    model: str
+
+    def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method="POST",
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read()), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}"), dict(error.headers)
+
+    def v1(self, instances: Any, **kw: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return self.post(f"/v1/models/{self.model}:predict", {"instances": instances}, **kw)
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return response.read().decode()
+
+    def alive(self) -> bool:
+        try:
+            return json.loads(self.get(f"/v2/models/{self.model}/ready")).get("ready") is True
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        return out
+
+
+def start_server(config: Config, log_dir: Path, *extra: str, timeout: float = 90.0) -> Server:
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri(config.state_dir)}
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "ctpipe.serving", "--model_name", config.model_name, "--http_port", str(port),
+            "--host", "127.0.0.1", "--enable_grpc", "false", "--predictions-uri", str(log_dir),
+            "--log-flush-seconds", "0.5", *extra,
+        ],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", process, log_dir, config.model_name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the predictor exited with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}"
+            )
+        if server.alive():
+            return server
+        time.sleep(0.2)
+    process.kill()
+    raise TimeoutError("the predictor did not become ready")
+
+
+@pytest.fixture
+def server(served_config: Config, tmp_path: Path) -> Iterator[Server]:
+    # A small body limit, so the oversized-body test stays small.
+    running = start_server(
+        served_config,
+        tmp_path / "predictions",
+        "--reload-seconds",
+        "0.3",
+        "--max-body-bytes",
+        "262144",
+    )
+    yield running
+    if running.process.poll() is None:
+        running.stop()
