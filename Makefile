@@ -7,14 +7,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint compile bench clean constraints help
+.PHONY: run test test-fast lint compile bench clean constraints help cluster cluster-down
 
 help:
 	@echo "make run        set up, then the live continuous-training demo (ctpipe demo)"
 	@echo "make test       set up, then lint, type-check and run the whole test suite"
 	@echo "make test-fast  unit and component tests only (no pipeline runs)"
-	@echo "make compile    regenerate pipelines/compiled/continuous_training.yaml"
+	@echo "make compile    regenerate pipelines/compiled/*.yaml (CPU and GPU profiles)"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make cluster    a kind cluster with KFP, KServe and ctpipe (needs kind, docker, skaffold, helm)"
+	@echo "make cluster-down  delete that cluster"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,14 +37,23 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not pipeline and not services and not container"
+	$(BIN)/python -m pytest -m "not pipeline and not services and not container and not cluster"
 
 compile: $(STAMP)
-	$(BIN)/ctpipe compile
+	$(BIN)/python -m ctpipe.pipelines.compile
+
+# Opt-in: builds images and starts a cluster (minutes); `make cluster-down` removes it.
+cluster: $(STAMP)
+	scripts/cluster-up.sh
+
+cluster-down:
+	scripts/cluster-down.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
 	$(BIN)/python bench/drift_check.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/train_torch.py
 
 # Re-pin every dependency after changing pyproject.toml (needs a working .venv).
 constraints: $(STAMP)

@@ -3,8 +3,8 @@
 Both sides start from nothing (fresh state, fresh MLflow store) and run the same stage
 functions on the same data with the shipped search space:
 
-  in-process  ingest, validate, split, drift_report, plan, train each candidate, select,
-              evaluate, register: one Python process, candidates one after another, all CPUs;
+  in-process  stages.run_in_process: every step as a plain call in one Python process,
+              candidates one after another, all CPUs each;
   pipeline    `ctpipe run`'s path: kfp.local, one fresh process per step, two steps at
               a time (kfp.local's cap), half the CPUs each.
 
@@ -27,82 +27,10 @@ from pathlib import Path
 
 from ctpipe import config as config_module
 from ctpipe import stages
-from ctpipe.config import Config
 from ctpipe.data import synthetic
 from ctpipe.training.families import THREADS_ENV
 
 TARGET = 1.25
-
-
-def in_process(config: Config, work: Path) -> dict[str, float]:
-    """The pipeline's steps as plain calls, timed per step."""
-    times: dict[str, float] = {}
-    work.mkdir(parents=True, exist_ok=True)
-
-    def timed(name: str, fn, *args, **kwargs):
-        started = time.perf_counter()
-        result = fn(*args, **kwargs)
-        times[name] = times.get(name, 0.0) + time.perf_counter() - started
-        return result
-
-    names = (
-        "data",
-        "schema",
-        "report",
-        "train",
-        "validation",
-        "test",
-        "profile",
-        "reference",
-        "drift",
-    )
-    p = {name: str(work / name) for name in (*names, "best", "evaluation")}
-    data = timed("ingest", stages.ingest, config, p["data"])
-    result = timed("validate", stages.validate, config, p["data"], p["schema"], p["report"])
-    result.raise_if_failed()
-    timed(
-        "split",
-        stages.split,
-        config,
-        p["data"],
-        p["schema"],
-        p["train"],
-        p["validation"],
-        p["test"],
-        p["profile"],
-        p["reference"],
-    )
-    timed("drift_report", stages.drift_report, config, p["data"], p["schema"], p["drift"])
-    candidates = timed("plan", stages.plan, config)
-    trained = []
-    for i, candidate in enumerate(candidates):
-        path = str(work / f"model-{i}")
-        outcome = timed(
-            "train", stages.train, config, candidate, p["schema"], p["train"], p["validation"], path
-        )
-        trained.append((path, outcome.metadata()))
-    selection = timed("select", stages.select, config, trained, p["best"])
-    evaluation = timed(
-        "evaluate", stages.evaluate, config, p["best"], p["test"], p["schema"], p["evaluation"]
-    )
-    if evaluation.blessed:
-        timed(
-            "register",
-            stages.register,
-            config,
-            model_path=p["best"],
-            model_metadata=selection.chosen.metadata(),
-            schema_path=p["schema"],
-            evaluation_path=p["evaluation"],
-            test_path=p["test"],
-            profile_path=p["profile"],
-            sample_path=p["reference"],
-            dataset_metadata=data.metadata(),
-            kfp_run_id="bench",
-            kfp_run_name="bench",
-            reason="bench",
-        )
-    return times
 
 
 def main() -> None:
@@ -139,7 +67,9 @@ def main() -> None:
 
     os.environ[THREADS_ENV] = str(cpus)
     started = time.perf_counter()
-    steps = in_process(base.replace(state_dir=str(work / "state-inprocess")), work / "inprocess")
+    steps = stages.run_in_process(
+        base.replace(state_dir=str(work / "state-inprocess")), work / "inprocess"
+    ).seconds
     baseline = time.perf_counter() - started
     print(f"in-process: {baseline:7.1f}s  " + "  ".join(f"{k} {v:.1f}" for k, v in steps.items()))
 

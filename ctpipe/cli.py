@@ -47,11 +47,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from ctpipe.pipelines.compile import COMPILED_PATH, compile_pipeline
+    from ctpipe.pipelines.compile import main as compile_main
 
-    target = compile_pipeline(args.output or COMPILED_PATH)
-    print(f"wrote {target}")
-    return 0
+    argv = ["--profile", args.profile]
+    for flag, value in (
+        ("--registry", args.registry),
+        ("--tag", args.tag),
+        ("--output", args.output),
+    ):
+        if value:
+            argv += [flag, value]
+    return compile_main(argv)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -285,6 +291,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serving_main(argv)
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import dataclasses
+    import tempfile
+
+    from ctpipe import registry, stages
+
+    config, _ = _config(args.config)
+    if args.apply:
+        config = config.replace(deploy=dataclasses.replace(config.deploy, apply="always"))
+    version = args.version
+    if args.action == "rollback":
+        version, demoted = registry.rollback(config)
+        print(f"champion is v{version} again (v{demoted} is now 'previous')")
+    traffic = None if args.action == "render" else 100
+    target = (
+        Path(args.output) if args.output else Path(tempfile.mkdtemp()) / "inferenceservice.yaml"
+    )
+    result = stages.deploy(config, str(target), version=version, traffic_percent=traffic)
+    if args.output:
+        print(f"wrote {target}")
+    else:
+        print(target.read_text(), end="")
+    print(result.describe(), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctpipe",
@@ -319,11 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     comp = commands.add_parser(
-        "compile", help="compile the pipeline to YAML for the Kubeflow dashboard"
+        "compile",
+        help="compile the pipeline to YAML for the Kubeflow dashboard",
+        description="Writes pipelines/compiled/continuous_training.yaml (cpu) and continuous_training-gpu.yaml "
+        "(gpu: train on ctpipe/trainer-gpu with one nvidia.com/gpu). Image names are ctpipe/<role>:<tag>, "
+        "with an optional registry in front.",
     )
     comp.add_argument(
-        "--output", help="where to write (default: pipelines/compiled/continuous_training.yaml)"
+        "--profile", choices=("cpu", "gpu", "all"), default="all", help="default: both"
     )
+    comp.add_argument("--registry", help="image registry (default: $CTPIPE_IMAGE_REGISTRY, none)")
+    comp.add_argument(
+        "--tag", help="image tag (default: $CTPIPE_IMAGE_TAG, else the ctpipe version)"
+    )
+    comp.add_argument("--output", help="write here instead (with --profile cpu or gpu)")
     comp.set_defaults(func=cmd_compile)
 
     init = commands.add_parser("init", help=f"write the documented default {DEFAULT_CONFIG_NAME}")
@@ -487,6 +528,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-log", action="store_true", help="do not write the prediction log")
     serve.set_defaults(func=cmd_serve)
+
+    dep = commands.add_parser(
+        "deploy",
+        help="render, promote or roll back the champion's KServe InferenceService",
+        description="render: the InferenceService for the champion (or --version) at deploy.canary_traffic_percent. "
+        "promote: the champion at 100%% of traffic. rollback: make the 'previous' version the champion again and "
+        "serve it at 100%%. In a cluster (or with --apply) the manifest is applied by server-side apply; "
+        "otherwise it is printed.",
+    )
+    dep.add_argument("action", choices=("render", "promote", "rollback"))
+    dep.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)")
+    dep.add_argument(
+        "--version", help="a registered version instead of the champion (render, promote)"
+    )
+    dep.add_argument("--output", help="write the manifest here instead of printing it")
+    dep.add_argument(
+        "--apply", action="store_true", help="apply even outside a cluster (uses your kubeconfig)"
+    )
+    dep.set_defaults(func=cmd_deploy)
 
     demo = commands.add_parser(
         "demo", help="simulate the built-in stream with an abrupt and a gradual drift"

@@ -210,6 +210,30 @@ class Monitor:
 
 
 @dataclass(frozen=True)
+class Deploy:
+    """How the champion is served: the InferenceService, and its pre-promotion check."""
+
+    namespace: str = "ctpipe"
+    service: str | None = None  # InferenceService name; default: the model_name
+    image: str | None = None  # default: ctpipe/serving:<version>
+    canary_traffic_percent: int = 10  # a new champion first gets this share; 100 or 0: all at once
+    apply: Literal["auto", "always", "never"] = "auto"  # auto: apply when running inside a cluster
+    service_account: str = "ctpipe-predictor"
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+    gpu: int = 0  # nvidia.com/gpu limit
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+    min_replicas: int = 1
+    max_replicas: int = 3
+    infra_rows: int = 200  # test rows sent through the served challenger before registration
+    infra_latency_ms: float = 250.0  # p95 budget for single-row requests to the served challenger
+    infra_timeout_seconds: float = 120.0  # for the challenger's server to become ready
+
+
+@dataclass(frozen=True)
 class Config:
     task: Task
     target: str
@@ -225,6 +249,7 @@ class Config:
     search: Search = field(default_factory=Search)
     gate: Gate = field(default_factory=Gate)
     monitor: Monitor = field(default_factory=Monitor)
+    deploy: Deploy = field(default_factory=Deploy)
 
     @property
     def search_metric(self) -> str:
@@ -539,6 +564,29 @@ def _check(config: Config, source: str) -> None:
     if config.data.synthetic.rows < 100:
         raise _fail(source, "data.synthetic.rows", "expected at least 100 rows")
     _check_monitor(config, source)
+    deploy = config.deploy
+    if not 0 <= deploy.canary_traffic_percent <= 100:
+        raise _fail(
+            source,
+            "deploy.canary_traffic_percent",
+            f"expected 0 to 100, got {deploy.canary_traffic_percent}",
+        )
+    if (
+        deploy.gpu < 0
+        or deploy.min_replicas < 0
+        or deploy.max_replicas < max(1, deploy.min_replicas)
+    ):
+        raise _fail(
+            source,
+            "deploy",
+            "gpu and min_replicas must be >= 0, and max_replicas >= max(1, min_replicas)",
+        )
+    if deploy.infra_rows < 1 or deploy.infra_latency_ms <= 0 or deploy.infra_timeout_seconds <= 0:
+        raise _fail(
+            source,
+            "deploy",
+            "infra_rows, infra_latency_ms and infra_timeout_seconds must be positive",
+        )
 
 
 def _check_monitor(config: Config, source: str) -> None:

@@ -186,7 +186,8 @@ def champion(config: Config, mlflow_client: Any = None) -> ModelRef | None:
 
 def load_model(ref: ModelRef) -> Any:
     """Download a model version, verify its checksum, and load it."""
-    return load_model_dir(download_model(ref), expected_sha256(ref), f"{ref.name} v{ref.version}")
+    expected = expected_sha256(ref)  # before any download: no checksum, no load
+    return load_model_dir(download_model(ref), expected, f"{ref.name} v{ref.version}")
 
 
 def expected_sha256(ref: ModelRef) -> str:
@@ -327,7 +328,7 @@ def log_and_register(
             input_example=input_example,
             registered_model_name=config.model_name,
             # Listing requirements skips MLflow's slow import-tracing inference.
-            pip_requirements=_requirements(),
+            pip_requirements=requirements(),
             serialization_format="cloudpickle",
         )
         version = str(info.registered_model_version)
@@ -368,11 +369,29 @@ def promote(
     return current_version
 
 
+def rollback(config: Config, mlflow_client: Any = None) -> tuple[str, str]:
+    """Make `previous` the champion again (and the demoted champion `previous`, so a second
+    rollback undoes the first). Returns (new champion, demoted version)."""
+    mlflow_client = mlflow_client or client(config)
+    current = champion(config, mlflow_client)
+    before = get_alias(config, PREVIOUS, mlflow_client)
+    if current is None or before is None:
+        raise RegistryError(f"{config.model_name!r} has no {PREVIOUS!r} version to roll back to")
+    mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, before.version)
+    mlflow_client.set_registered_model_alias(config.model_name, PREVIOUS, current.version)
+    return before.version, current.version
+
+
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "no champion"
 
 
-def _requirements() -> list[str]:
+def requirements() -> list[str]:
+    """What an MLflow consumer outside ctpipe's images would install to load our models."""
+    import sys
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "pandas", "scipy")]
+    names = ["scikit-learn", "numpy", "pandas", "scipy"] + (
+        ["torch"] if "torch" in sys.modules else []
+    )
+    return [f"{name}=={version(name)}" for name in names]

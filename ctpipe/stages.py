@@ -283,6 +283,7 @@ def register(
     from ctpipe.evaluation import Evaluation
     from ctpipe.registry import Registration
     from ctpipe.training.search import TrainResult
+    from ctpipe.training.torch_mlp import train_device
 
     evaluation_raw = json.loads(Path(evaluation_path).read_text())
     result = Evaluation.from_dict(evaluation_raw["evaluation"])
@@ -315,11 +316,15 @@ def register(
         metrics.update(
             {"gate_improvement": c.improvement, "gate_ci_low": c.low, "gate_ci_high": c.high}
         )
+    params = {"family": trained.candidate.family, **trained.candidate.params}
+    device = train_device(model)
+    if device is not None:  # the device it actually trained on, not the "auto" it was asked for
+        params["device"] = device
     run_id, version = registry.log_and_register(
         config,
         model,
         run_name=kfp_run_name or f"ctpipe-{trained.candidate.id}",
-        params={"family": trained.candidate.family, **trained.candidate.params},
+        params=params,
         metrics=metrics,
         tags=tags,
         texts={"schema.json": schema.to_json(), "evaluation.md": result.markdown()},
@@ -337,3 +342,154 @@ def _classes(model: Any) -> list[Any]:
     """The class labels in predict_proba's column order ([] for a regressor)."""
     classes = getattr(model, "classes_", None)
     return [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []
+
+
+def infra_validate(config: Config, model_path: str, test_path: str, schema_path: str) -> Any:
+    """Serve the challenger in the serving runtime and check it answers like itself.
+
+    Raises InfraValidationFailed (the run stops; nothing is registered) otherwise.
+    """
+    import joblib
+
+    from ctpipe import infra_validation
+
+    schema = load_schema(schema_path)
+    frame, _ = load_frame(test_path, schema)
+    return infra_validation.validate(config, joblib.load(model_path), frame)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    service: str
+    namespace: str
+    version: str
+    traffic_percent: int
+    applied: bool
+
+    def describe(self) -> str:
+        where = "applied to the cluster" if self.applied else "written (not applied: no cluster)"
+        return (
+            f"InferenceService {self.namespace}/{self.service}: v{self.version} at {self.traffic_percent}% "
+            f"of traffic, {where}"
+        )
+
+
+def deploy(
+    config: Config,
+    manifest_out: str,
+    version: str | None = None,
+    traffic_percent: int | None = None,
+) -> DeployResult:
+    """Render (and in a cluster, apply) the InferenceService for a model version.
+
+    Defaults: the current champion, at deploy.canary_traffic_percent (100 when 0). A local
+    `ctpipe serve` follows the champion alias by itself, so here only the manifest is written.
+    """
+    from ctpipe import deploy as deploy_module
+    from ctpipe import registry
+    from ctpipe.errors import RegistryError
+
+    mlflow_client = registry.client(config)
+    ref = (
+        registry.version_ref(mlflow_client, config.model_name, version)
+        if version
+        else registry.champion(config, mlflow_client)
+    )
+    if ref is None:
+        raise RegistryError(f"{config.model_name!r} has no champion to deploy")
+    traffic = config.deploy.canary_traffic_percent if traffic_percent is None else traffic_percent
+    traffic = traffic or 100
+    manifest = deploy_module.render(config, deploy_module.locate(config, ref), traffic)
+    Path(manifest_out).write_text(deploy_module.to_yaml(manifest))
+    applied = deploy_module.should_apply(config)
+    if applied:
+        deploy_module.apply(manifest)
+    return DeployResult(
+        manifest["metadata"]["name"], config.deploy.namespace, ref.version, traffic, applied
+    )
+
+
+@dataclass
+class InProcessRun:
+    """The pipeline's steps as plain calls in this process (for benchmarks and tests)."""
+
+    seconds: dict[str, float]
+    evaluation: Evaluation
+    registration: Registration | None
+
+
+def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> InProcessRun:
+    """Every step of the continuous-training pipeline, in order, in one process, timed.
+
+    Candidates train one after another; infra validation still starts its server process.
+    """
+    root = Path(work)
+    root.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        return result
+
+    names = (
+        "data",
+        "schema",
+        "report",
+        "train",
+        "validation",
+        "test",
+        "profile",
+        "reference",
+        "drift",
+    )
+    p = {name: str(root / name) for name in (*names, "best", "evaluation", "manifest")}
+    data = timed("ingest", ingest, config, p["data"])
+    timed("validate", validate, config, p["data"], p["schema"], p["report"]).raise_if_failed()
+    timed(
+        "split",
+        split,
+        config,
+        p["data"],
+        p["schema"],
+        p["train"],
+        p["validation"],
+        p["test"],
+        p["profile"],
+        p["reference"],
+    )
+    timed("drift_report", drift_report, config, p["data"], p["schema"], p["drift"])
+    trained = []
+    for i, candidate in enumerate(timed("plan", plan, config)):
+        path = str(root / f"model-{i}")
+        outcome = timed(
+            "train", train, config, candidate, p["schema"], p["train"], p["validation"], path
+        )
+        trained.append((path, outcome.metadata()))
+    selection = timed("select", select, config, trained, p["best"])
+    evaluation = timed(
+        "evaluate", evaluate, config, p["best"], p["test"], p["schema"], p["evaluation"]
+    )
+    registration = None
+    if evaluation.blessed:
+        if infra:
+            timed("infra_validate", infra_validate, config, p["best"], p["test"], p["schema"])
+        registration = timed(
+            "register",
+            register,
+            config,
+            model_path=p["best"],
+            model_metadata=selection.chosen.metadata(),
+            schema_path=p["schema"],
+            evaluation_path=p["evaluation"],
+            test_path=p["test"],
+            profile_path=p["profile"],
+            sample_path=p["reference"],
+            dataset_metadata=data.metadata(),
+            kfp_run_id="in-process",
+            kfp_run_name="in-process",
+            reason="in-process",
+        )
+        timed("deploy", deploy, config, p["manifest"], registration.version)
+    return InProcessRun(seconds, evaluation, registration)

@@ -1,19 +1,30 @@
 """The continuous-training pipeline: data in, a blessed champion out.
 
 ingest -> validate -> split -> train x N (ParallelFor) -> select -> evaluate
-       -> If(blessed): register (MLflow alias `champion`)
+       -> If(blessed): infra_validate -> register (MLflow alias `champion`) -> deploy
                validate -> drift_report (evidently HTML, for people; nothing waits on it)
+
+Two profiles compile from the same graph. `cpu` runs every step on ctpipe/base. `gpu` runs
+`train` on ctpipe/trainer-gpu with one `nvidia.com/gpu` and a toleration for GPU nodes. In
+both, every step reads its endpoints from the ConfigMap `ctpipe-env` and its S3 credentials
+from the Secret `ctpipe-s3` (manifests/ and scripts/cluster-up.sh create them), so nothing
+secret is ever written into the compiled YAML. kfp.local ignores these Kubernetes settings:
+`ctpipe run` reads the same variables from the local environment.
 """
 
 # No `from __future__ import annotations`: KFP reads the signature types at runtime.
 
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
+from kfp.dsl import pipeline_context
 
 from ctpipe import config as config_module
+from ctpipe.components import images
+from ctpipe.components.deploy import deploy
 from ctpipe.components.drift_report import drift_report
 from ctpipe.components.evaluate import evaluate
+from ctpipe.components.infra_validate import infra_validate
 from ctpipe.components.ingest import ingest
 from ctpipe.components.plan import plan
 from ctpipe.components.register import register
@@ -21,8 +32,22 @@ from ctpipe.components.select import select
 from ctpipe.components.split import split
 from ctpipe.components.train import train
 from ctpipe.components.validate import validate
+from ctpipe.deploy import ENV_CONFIG_MAP, S3_SECRET
 
 PIPELINE_NAME = "continuous-training"
+
+CPU = "cpu"
+GPU = "gpu"
+PROFILES = (CPU, GPU)
+
+# What every step gets from the cluster. Both are optional in the pod spec: a cluster with
+# workload identity (IRSA, GKE Workload Identity) needs no static keys, and a missing
+# MLFLOW_TRACKING_URI with an s3:// state_dir is a clear error in the step itself.
+ENV_FROM_CONFIG_MAP = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+ENV_FROM_SECRET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPUS_PER_TRAIN_STEP = 1
 
 
 def default_config() -> dict[str, Any]:
@@ -32,11 +57,51 @@ def default_config() -> dict[str, Any]:
     return config_module.from_dict(yaml.safe_load(config_module.default_config_text())).to_dict()
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="ctpipe: validate new data, train candidates, gate against the champion, promote the winner.",
-)
-def continuous_training(config: dict = default_config(), reason: str = "manual") -> None:  # noqa: B008
+def build(profile: str = CPU, registry: str | None = None, tag: str | None = None) -> Any:
+    """The pipeline for a profile (`cpu` or `gpu`), with images from `registry` and `tag`
+    (default: CTPIPE_IMAGE_REGISTRY / CTPIPE_IMAGE_TAG, then none and the ctpipe version)."""
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown pipeline profile {profile!r}; expected one of {', '.join(PROFILES)}"
+        )
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="ctpipe: validate new data, train candidates, gate against the champion, promote the winner.",
+    )
+    def continuous_training(config: dict = default_config(), reason: str = "manual") -> None:  # noqa: B008
+        _graph(config, reason, profile)
+        # Every step, including any added to _graph later, runs on our images from the
+        # chosen registry and tag, and gets the cluster's endpoints and credentials.
+        for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+            container = getattr(task, "container_spec", None)
+            if container is None:
+                continue  # not a container step (an importer, say): nothing runs in a pod
+            role = images.role_of(container.image)
+            if role is not None:
+                task.set_container_image(images.image(role, registry, tag))
+            _cluster_environment(task)
+
+    return continuous_training
+
+
+def _cluster_environment(task: dsl.PipelineTask) -> None:
+    kubernetes.use_config_map_as_env(
+        task, ENV_CONFIG_MAP, {name: name for name in ENV_FROM_CONFIG_MAP}, optional=True
+    )
+    kubernetes.use_secret_as_env(
+        task, S3_SECRET, {name: name for name in ENV_FROM_SECRET}, optional=True
+    )
+
+
+def _on_gpu(task: dsl.PipelineTask) -> None:
+    task.set_container_image(images.image(images.TRAINER_GPU))
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(GPUS_PER_TRAIN_STEP)
+    # GPU node pools are usually tainted so that only GPU work lands there.
+    kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+
+
+def _graph(config: dict, reason: str, profile: str) -> None:
     # Every step depends on data or state outside its inputs (files behind a URI, the
     # schema store, the current champion), so KFP's cache could only ever serve stale results.
     ingest_task = ingest(config=config).set_caching_options(False)
@@ -59,6 +124,8 @@ def continuous_training(config: dict = default_config(), reason: str = "manual")
             train=split_task.outputs["train"],
             validation=split_task.outputs["validation"],
         ).set_caching_options(False)
+    if profile == GPU:
+        _on_gpu(train_task)
 
     select_task = select(
         config=config, models=dsl.Collected(train_task.outputs["model"])
@@ -71,7 +138,14 @@ def continuous_training(config: dict = default_config(), reason: str = "manual")
     ).set_caching_options(False)
 
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP expression)
-        register(
+        # Serve the challenger exactly as production will before anything is registered.
+        infra_task = infra_validate(
+            config=config,
+            model=select_task.outputs["best"],
+            test=split_task.outputs["test"],
+            schema=validate_task.outputs["schema"],
+        ).set_caching_options(False)
+        register_task = register(
             config=config,
             model=select_task.outputs["best"],
             schema=validate_task.outputs["schema"],
@@ -83,4 +157,9 @@ def continuous_training(config: dict = default_config(), reason: str = "manual")
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             reason=reason,
-        ).set_caching_options(False)
+        ).after(infra_task)
+        register_task.set_caching_options(False)
+        deploy(config=config, version=register_task.output).set_caching_options(False)
+
+
+continuous_training = build()

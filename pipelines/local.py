@@ -135,6 +135,8 @@ class LocalRun:
     evaluation: dict[str, Any] | None = None
     champion_before: str | None = None
     registered_version: str | None = None
+    infra: str | None = None
+    deployed: str | None = None
 
     @property
     def blessed(self) -> bool:
@@ -227,6 +229,10 @@ def read_run(run_dir: Path, seconds: float, ok: bool) -> LocalRun:
             run.champion_before = record["champion_version"]
     for output in _outputs(run_dir, "register"):
         run.registered_version = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "infra-validate"):
+        run.infra = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "deploy"):
+        run.deployed = output.get("parameterValues", {}).get("Output")
     return run
 
 
@@ -285,9 +291,13 @@ def summary(run: LocalRun, config: Config) -> str:
             )
         for reason in decision["reasons"]:
             lines.append(f"              - {reason}")
+    if run.infra:
+        lines.append(f"  serving     {run.infra}")
     if run.registered_version:
         lines.append(
             f"  champion    {config.model_name} v{run.registered_version} (MLflow alias 'champion')"
         )
+    if run.deployed:
+        lines.append(f"  deploy      {run.deployed}")
     lines.append(f"  took        {run.seconds:.1f}s; step outputs in {run.run_dir}")
     return "\n".join(lines)

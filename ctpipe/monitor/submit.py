@@ -7,6 +7,7 @@ against a recording HTTP server on loopback and check the requests it sends.
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,63 @@ class KfpSubmitter:
             run.run_id, run_name, self.backend, f"{self.host}/#/runs/details/{run.run_id}"
         )
 
+    def upload(
+        self,
+        package_path: str | Path,
+        pipeline_name: str,
+        version_name: str,
+        description: str | None = None,
+    ) -> tuple[str, str]:
+        """Upload a compiled pipeline as version `version_name` of `pipeline_name`.
+
+        Creates the pipeline on first use (KFP then also keeps the upload as a version
+        named after the pipeline). A version of that name that already exists is reused, so
+        naming versions by their content makes this safe to rerun. Returns
+        (pipeline_id, version_id).
+        """
+        package = str(package_path)
+        try:
+            pipeline_id = self.client.get_pipeline_id(pipeline_name)
+            if pipeline_id is None:
+                pipeline = self.client.upload_pipeline(
+                    package, pipeline_name, description=description, namespace=self.namespace
+                )
+                pipeline_id = pipeline.pipeline_id
+            else:
+                existing = self.client.list_pipeline_versions(
+                    pipeline_id,
+                    page_size=1,
+                    filter=_name_filter(version_name),
+                )
+                found = existing.pipeline_versions or []
+                if found:
+                    return str(pipeline_id), str(found[0].pipeline_version_id)
+            version = self.client.upload_pipeline_version(
+                package, version_name, pipeline_id=pipeline_id, description=description
+            )
+        except Exception as exc:  # kfp_server_api.ApiException, urllib3 errors, a missing file
+            raise SubmitError(
+                f"uploading {package} as {pipeline_name} {version_name} to {self.host} failed: {exc}"
+            ) from exc
+        return str(pipeline_id), str(version.pipeline_version_id)
+
+    def recurring_run_id(self, config: Config, name: str) -> str | None:
+        """The id of the recurring run called `name` in the configured experiment, if any."""
+        try:
+            experiment = self.client.create_experiment(
+                config.monitor.experiment, namespace=self.namespace
+            )
+            found = self.client.list_recurring_runs(
+                page_size=1,
+                experiment_id=experiment.experiment_id,
+                filter=_name_filter(name),
+            ).recurring_runs
+        except Exception as exc:
+            raise SubmitError(
+                f"listing recurring runs named {name} on {self.host} failed: {exc}"
+            ) from exc
+        return str(found[0].recurring_run_id) if found else None
+
     def schedule(self, config: Config, cron: str, name: str, reason: str = "schedule") -> str:
         """Create a recurring run of the newest pipeline version; returns its id.
 
@@ -205,3 +263,10 @@ class KfpSubmitter:
                 f"cannot read the state of run {run_id} on {self.host}: {exc}"
             ) from exc
         return state.upper() in ACTIVE_STATES
+
+
+def _name_filter(name: str) -> str:
+    """A KFP API filter on display_name; 1 is EQUALS, as kfp.Client itself sends it."""
+    return json.dumps(
+        {"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]}
+    )

@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
         "--allow-unverified", action="store_true", help="load a local model without a SHA-256"
     )
     serving.add_argument(
+        "--model-version", help="the version a directory model reports (deploy sets it)"
+    )
+    serving.add_argument(
         "--predictions-uri",
         default=os.environ.get(PREDICTIONS_ENV),
         help=f"log every request here (local dir or s3:// prefix; default: ${PREDICTIONS_ENV}; unset: no log)",
@@ -63,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
         "--reload-seconds", type=float, default=10.0, help="how often to check the alias (0: never)"
     )
     serving.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serving.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OpenMP/BLAS threads per prediction (1 is fastest for small requests)",
+    )
     serving.add_argument(
         "--config", help="ctpipe.yaml, for the local MLflow store when MLFLOW_TRACKING_URI is unset"
     )
@@ -87,7 +96,9 @@ def build_model(args: argparse.Namespace) -> Any:
     from ctpipe.serving.source import ModelSource
 
     uri = args.model_uri or f"models:/{args.model_name}@champion"
-    source = ModelSource(uri, tracking_uri(args.config), args.model_sha256, args.allow_unverified)
+    source = ModelSource(
+        uri, tracking_uri(args.config), args.model_sha256, args.allow_unverified, args.model_version
+    )
     writer = None
     if args.predictions_uri:
         writer = PredictionLogWriter(
@@ -108,9 +119,15 @@ def build_model(args: argparse.Namespace) -> Any:
 def serve(args: argparse.Namespace) -> None:
     import kserve
     from kserve import model_server
+    from threadpoolctl import threadpool_limits
 
     from ctpipe.serving.http import InferenceGuard
+    from ctpipe.serving.source import THREADS_ENV
 
+    # Requests are small and arrive concurrently: a pool of spinning OpenMP threads per
+    # request costs far more than it saves (and oversubscribes the pod's CPU limit).
+    threadpool_limits(limits=args.threads)
+    os.environ[THREADS_ENV] = str(args.threads)
     model = build_model(args)
     model.load()
     model_server.app.add_middleware(InferenceGuard, max_body_bytes=args.max_body_bytes)

@@ -12,6 +12,7 @@ at registration.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ctpipe.errors import ConfigError, RegistryError
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w.-]+)$")
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _RUN = re.compile(r"^runs:/(?P<run>[0-9a-f]+)/(?P<path>.+)$")
+THREADS_ENV = "CTPIPE_SERVING_THREADS"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class ModelSource:
     tracking_uri: str | None = None
     sha256: str | None = None
     allow_unverified: bool = False
+    version: str | None = None  # what a directory source reports as its version
 
     @property
     def alias(self) -> tuple[str, str] | None:
@@ -138,7 +141,7 @@ class ModelSource:
             model = mlflow.sklearn.load_model(str(path))
         else:
             model = registry.load_model_dir(path, expected, label)
-        version = run_id[:8] if run_id else _version_of(path)
+        version = self.version or (run_id[:8] if run_id else _version_of(path))
         return _loaded(model, version, Signature.of(path))
 
 
@@ -173,6 +176,8 @@ def _place(model: Any) -> str:
         import torch
     except ImportError:
         return "cpu"
+    # torch ignores the pod's CPU limit and starts a thread per core; requests are small.
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     to_device(device)
     return device

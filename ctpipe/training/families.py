@@ -39,6 +39,22 @@ class Family:
         return self.classification if task == "classification" else self.regression
 
 
+# ctpipe.training.torch_mlp; `device` ("auto", "cpu", "cuda") lets a config pin a candidate.
+_TORCH_MLP_PARAMS = (
+    "hidden_units",
+    "hidden_layers",
+    "dropout",
+    "embedding_dim",
+    "learning_rate",
+    "weight_decay",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "validation_fraction",
+    "amp",
+    "device",
+)
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -90,6 +106,11 @@ FAMILIES: dict[str, Family] = {
                 "loss",
             ),
         ),
+        Family(
+            "torch_mlp",
+            classification=_TORCH_MLP_PARAMS,
+            regression=_TORCH_MLP_PARAMS,
+        ),
     )
 }
 
@@ -97,7 +118,7 @@ FAMILIES: dict[str, Family] = {
 def build_estimator(
     family: str, task: str, params: dict[str, Any], seed: int, threads: int = 1
 ) -> Any:
-    """A fresh, unfitted scikit-learn estimator for one candidate."""
+    """A fresh, unfitted scikit-learn estimator for one candidate (torch_mlp included)."""
     if family == "linear":
         if task == "classification":
             from sklearn.linear_model import LogisticRegression
@@ -125,4 +146,14 @@ def build_estimator(
         )
         # Early stopping holds out a random 10% internally; fixing the seed keeps runs repeatable.
         return boosting(**{"random_state": seed, **params})
+    if family == "torch_mlp":
+        # Imports scikit-learn but not torch: torch loads when fit() runs, in this step only.
+        from ctpipe.training import torch_mlp
+
+        network = (
+            torch_mlp.TorchMLPClassifier
+            if task == "classification"
+            else torch_mlp.TorchMLPRegressor
+        )
+        return network(**{"random_state": seed, "n_threads": threads, **params})
     raise ValueError(f"unknown model family {family!r}")

@@ -26,63 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def train_and_register(config: Config, work: Path, seed: int = 7) -> str:
-    """The pipeline's stages in one process: a blessed, registered champion. Returns its version."""
+    """A blessed, registered champion from the pipeline's stages in one process."""
     import dataclasses
 
-    work.mkdir(parents=True, exist_ok=True)
-    config = config.replace(
-        data=dataclasses.replace(
-            config.data, synthetic=dataclasses.replace(config.data.synthetic, seed=seed)
-        )
-    )
-    p = {
-        n: str(work / n)
-        for n in (
-            "data",
-            "schema",
-            "report",
-            "train",
-            "validation",
-            "test",
-            "profile",
-            "reference",
-            "model",
-            "best",
-            "evaluation",
-        )
-    }
-    ingested = stages.ingest(config, p["data"])
-    stages.validate(config, p["data"], p["schema"], p["report"]).raise_if_failed()
-    stages.split(
-        config,
-        p["data"],
-        p["schema"],
-        p["train"],
-        p["validation"],
-        p["test"],
-        p["profile"],
-        p["reference"],
-    )
-    candidate = stages.plan(config)[0]
-    trained = stages.train(config, candidate, p["schema"], p["train"], p["validation"], p["model"])
-    stages.select(config, [(p["model"], trained.metadata())], p["best"])
-    evaluation = stages.evaluate(config, p["best"], p["test"], p["schema"], p["evaluation"])
-    assert evaluation.blessed, evaluation.summary()
-    registration = stages.register(
-        config,
-        model_path=p["best"],
-        model_metadata=trained.metadata(),
-        schema_path=p["schema"],
-        evaluation_path=p["evaluation"],
-        test_path=p["test"],
-        profile_path=p["profile"],
-        sample_path=p["reference"],
-        dataset_metadata=ingested.metadata(),
-        kfp_run_id="test",
-        kfp_run_name="test",
-        reason="test",
-    )
-    return registration.version
+    synthetic = dataclasses.replace(config.data.synthetic, seed=seed)
+    config = config.replace(data=dataclasses.replace(config.data, synthetic=synthetic))
+    run = stages.run_in_process(config, work, infra=False)
+    assert run.registration is not None, run.evaluation.summary()
+    return run.registration.version
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +53,7 @@ class Server:
     process: subprocess.Popen[str]
     log_dir: Path
     model: str
+    timeout: float = 120.0  # generous: a slow answer on a loaded machine is not a dropped one
 
     def post(
         self, path: str, body: Any, headers: dict[str, str] | None = None
@@ -114,7 +66,7 @@ class Server:
             headers={"content-type": "application/json", **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, json.loads(response.read()), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}"), dict(error.headers)

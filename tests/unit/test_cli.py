@@ -61,5 +61,5 @@ def test_a_bad_config_exits_2_with_the_key(
 
 def test_compile_writes_yaml(tmp_path: Path) -> None:
     target = tmp_path / "pipeline.yaml"
-    assert main(["compile", "--output", str(target)]) == 0
+    assert main(["compile", "--profile", "cpu", "--output", str(target)]) == 0
     assert "continuous-training" in target.read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,9 @@ class RecordingKfp(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.experiments: list[dict[str, Any]] = []
         self.pipelines = [{"pipeline_id": "p-1", "display_name": "continuous-training"}]
+        self.versions = [{"pipeline_id": "p-1", "pipeline_version_id": "v-9", "display_name": "v9"}]
         self.run_state = "RUNNING"
+        self.recurring_runs: list[dict[str, Any]] = []
         self.multi_user = False
 
     @property
@@ -56,7 +60,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self) -> tuple[str, dict[str, list[str]], Any]:
         url = urlparse(self.path)
         length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+        raw = self.rfile.read(length) if length else b""
+        content_type = self.headers.get("Content-Type", "")
+        body: Any = None
+        if content_type.startswith("multipart/form-data"):
+            # {field: (filename, content)} of the uploaded files
+            message = BytesParser(policy=HTTP).parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+            )
+            body = {
+                part.get_param("name", header="content-disposition"): (
+                    part.get_filename(),
+                    part.get_payload(decode=True),
+                )
+                for part in message.iter_parts()
+            }
+        elif raw:
+            body = json.loads(raw)
         self.server.requests.append(
             {
                 "method": self.command,
@@ -69,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
         return url.path, parse_qs(url.query), body
 
     def do_GET(self) -> None:
-        path, _, _ = self._record()
+        path, query, _ = self._record()
         if path == f"{API}/healthz":
             self._reply({"multi_user": self.server.multi_user})
         elif path == f"{API}/experiments":
@@ -80,10 +100,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(
                 {"pipelines": self.server.pipelines, "total_size": len(self.server.pipelines)}
             )
-        elif path == f"{API}/pipelines/p-1/versions":
-            self._reply(
-                {"pipeline_versions": [{"pipeline_id": "p-1", "pipeline_version_id": "v-9"}]}
-            )
+        elif path.startswith(f"{API}/pipelines/") and path.endswith("/versions"):
+            pipeline_id = path.split("/")[-2]
+            versions = [v for v in self.server.versions if v["pipeline_id"] == pipeline_id]
+            if "filter" in query:
+                (predicate,) = json.loads(query["filter"][0])["predicates"]
+                versions = [v for v in versions if v["display_name"] == predicate["stringValue"]]
+            self._reply({"pipeline_versions": versions, "total_size": len(versions)})
+        elif path == f"{API}/recurringruns":
+            (predicate,) = json.loads(query["filter"][0])["predicates"]
+            found = [
+                r
+                for r in self.server.recurring_runs
+                if r["display_name"] == predicate["stringValue"]
+            ]
+            self._reply({"recurringRuns": found, "total_size": len(found)})
         elif path.startswith(f"{API}/runs/"):
             self._reply({"run_id": path.rsplit("/", 1)[1], "state": self.server.run_state})
         else:
@@ -99,6 +130,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply({**body, "run_id": "run-42", "state": "PENDING"})
         elif path == f"{API}/recurringruns":
             self._reply({**body, "recurring_run_id": "rr-7"})
+        elif path == f"{API}/pipelines/upload":
+            (name,) = parse_qs(urlparse(self.path).query)["name"]
+            created = {"pipeline_id": "p-new", "display_name": name}
+            self.server.pipelines.append(created)
+            self._reply(created)
+        elif path == f"{API}/pipelines/upload_version":
+            query = parse_qs(urlparse(self.path).query)
+            created = {
+                "pipeline_id": query["pipelineid"][0],
+                "pipeline_version_id": "v-new",
+                "display_name": query["name"][0],
+            }
+            self.server.versions.insert(0, created)  # newest first, as sort_by asks
+            self._reply(created)
         else:
             self._reply({"error": "not found"}, 404)
 
@@ -209,3 +254,68 @@ def test_no_host_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
     with pytest.raises(SubmitError, match="KF_PIPELINES_ENDPOINT"):
         KfpSubmitter()
+
+
+def test_upload_creates_the_pipeline_then_its_named_version(
+    kfp_server: RecordingKfp, token: str, tmp_path: Path
+) -> None:
+    kfp_server.pipelines = []
+    package = tmp_path / "continuous_training.yaml"
+    package.write_text("pipelineInfo:\n  name: continuous-training\n")
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    assert submitter.upload(package, "continuous-training", "0.1.0-abc123", "ctpipe") == (
+        "p-new",
+        "v-new",
+    )
+    # Looked up by name first, then created with the package as a multipart upload.
+    lookup = kfp_server.find("GET", f"{API}/pipelines")[0]
+    assert json.loads(lookup["query"]["filter"][0])["predicates"][0]["stringValue"] == (
+        "continuous-training"
+    )
+    (create,) = kfp_server.find("POST", f"{API}/pipelines/upload")
+    assert create["query"]["name"] == ["continuous-training"]
+    assert create["query"]["description"] == ["ctpipe"]
+    filename, content = create["body"]["uploadfile"]
+    assert filename == "continuous_training.yaml" and content == package.read_bytes()
+    (version,) = kfp_server.find("POST", f"{API}/pipelines/upload_version")
+    assert version["query"]["name"] == ["0.1.0-abc123"]
+    assert version["query"]["pipelineid"] == ["p-new"]
+    assert version["body"]["uploadfile"][1] == package.read_bytes()
+    assert {r["authorization"] for r in kfp_server.requests} == {"Bearer sa-token-123"}
+
+
+def test_upload_reuses_a_version_of_the_same_name(
+    kfp_server: RecordingKfp, token: str, tmp_path: Path
+) -> None:
+    package = tmp_path / "p.yaml"
+    package.write_text("x: 1\n")
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    assert submitter.upload(package, "continuous-training", "v9") == ("p-1", "v-9")
+    assert not kfp_server.find("POST", f"{API}/pipelines/upload")
+    assert not kfp_server.find("POST", f"{API}/pipelines/upload_version")
+    # A new name is a new version of the existing pipeline.
+    assert submitter.upload(package, "continuous-training", "v10") == ("p-1", "v-new")
+    (version,) = kfp_server.find("POST", f"{API}/pipelines/upload_version")
+    assert version["query"]["pipelineid"] == ["p-1"] and version["query"]["name"] == ["v10"]
+
+
+def test_upload_of_a_missing_file_is_a_clear_error(kfp_server: RecordingKfp, token: str) -> None:
+    kfp_server.pipelines = []
+    with pytest.raises(SubmitError, match=r"uploading .*absent\.yaml as continuous-training"):
+        KfpSubmitter(kfp_server.url, token_path=token).upload(
+            "absent.yaml", "continuous-training", "v1"
+        )
+
+
+def test_an_existing_recurring_run_is_found_by_name(
+    kfp_server: RecordingKfp, token: str, small_config: Config
+) -> None:
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    assert submitter.recurring_run_id(small_config, "ctpipe-nightly") is None
+    kfp_server.recurring_runs = [{"recurring_run_id": "rr-1", "display_name": "ctpipe-nightly"}]
+    assert submitter.recurring_run_id(small_config, "ctpipe-nightly") == "rr-1"
+    lookup = kfp_server.find("GET", f"{API}/recurringruns")[-1]
+    assert lookup["query"]["experiment_id"] == ["exp-1"]
+    assert json.loads(lookup["query"]["filter"][0])["predicates"] == [
+        {"operation": 1, "key": "display_name", "stringValue": "ctpipe-nightly"}
+    ]

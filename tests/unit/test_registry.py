@@ -90,3 +90,17 @@ def test_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         registry.tracking_uri("s3://bucket/state")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert registry.tracking_uri("s3://bucket/state") == "http://mlflow:5000"
+
+
+def test_rollback_swaps_champion_and_previous(small_config: Config) -> None:
+    model, example = _model(small_config)
+    with pytest.raises(RegistryError, match="no 'previous' version"):
+        registry.rollback(small_config)
+    v1 = _register(small_config, model, example)
+    registry.promote(small_config, v1, expected_champion=None)
+    v2 = _register(small_config, model, example)
+    registry.promote(small_config, v2, expected_champion=v1)
+    assert registry.rollback(small_config) == (v1, v2)
+    assert registry.champion(small_config).version == v1
+    assert registry.get_alias(small_config, registry.PREVIOUS).version == v2
+    assert registry.rollback(small_config) == (v2, v1)  # and back

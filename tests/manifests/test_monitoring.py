@@ -1,0 +1,238 @@
+"""Alerts and dashboard: valid, and built on the metric names the code exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ctpipe.monitor import metrics as monitor_metrics
+from ctpipe.serving import metrics as serving
+from tests.manifests.conftest import MANIFESTS, Doc, one, overlay, tool
+
+METRIC = re.compile(r"\bctpipe_[a-z0-9_]+")
+DASHBOARD = MANIFESTS / "components/monitoring/ctpipe-dashboard.json"
+
+
+def exported_names() -> set[str]:
+    """Every series name the code exports, histogram and counter suffixes included."""
+    m = monitor_metrics
+    names = {m.DRIFT_SHARE, m.FEATURE_DRIFT, m.DECISION, m.TRIGGER_FIRED, m.CHAMPION_AGE}
+    names |= {m.LABELLED_METRIC, m.LAST_RUN, m.ROWS}
+    names |= {serving.REQUESTS, serving.ROWS, serving.MODEL_INFO, serving.LOG_PENDING}
+    names |= {serving.LOG_FAILURES}
+    for histogram in (serving.LATENCY, serving.SCORE):
+        names |= {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"}
+    return names
+
+
+def rules() -> dict[str, Any]:
+    rule = one(overlay("gpu-cloud"), "PrometheusRule", "ctpipe")
+    return {"groups": rule["spec"]["groups"]}
+
+
+def alerts() -> dict[str, Doc]:
+    return {r["alert"]: r for g in rules()["groups"] for r in g["rules"] if "alert" in r}
+
+
+def dashboard() -> Doc:
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
+
+
+def test_the_promised_alerts_exist() -> None:
+    found = alerts()
+    for name in ("CtpipeDataDrift", "CtpipeModelStale", "CtpipePredictorErrorRate"):
+        assert name in found
+        assert found[name]["labels"]["severity"] in {"warning", "critical"}
+        assert found[name]["annotations"]["summary"]
+
+
+def test_alerts_and_panels_use_exported_metric_names() -> None:
+    exported = exported_names()
+    used = {m for r in alerts().values() for m in METRIC.findall(r["expr"])}
+    used |= {m for e in dashboard_exprs() for m in METRIC.findall(e)}
+    assert used - exported == set(), "names the code does not export"
+    # And the dashboard shows every family the code exports.
+    shown = {m for e in dashboard_exprs() for m in METRIC.findall(e)}
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported}
+    assert families - {re.sub(r"_(bucket|sum|count)$", "", n) for n in shown} == set()
+
+
+def test_dashboard_shape() -> None:
+    board = dashboard()
+    assert board["uid"] == "ctpipe"
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert {"datasource", "model"} <= variables
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in board["panels"]:
+        assert panel["targets"], panel["title"]
+    config_map = one(overlay("gpu-cloud"), "ConfigMap", "ctpipe-grafana-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["ctpipe-dashboard.json"]) == board
+
+
+def test_monitors_select_what_ctpipe_runs() -> None:
+    docs = overlay("gpu-cloud")
+    pod_monitor = one(docs, "PodMonitor", "ctpipe-predictor")
+    isvc = one(docs, "InferenceService", "ctpipe-demo")
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {
+        "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]
+    }
+    ports = {p["name"] for p in isvc["spec"]["predictor"]["containers"][0]["ports"]}
+    assert {e["port"] for e in pod_monitor["spec"]["podMetricsEndpoints"]} <= ports
+    service_monitor = one(docs, "ServiceMonitor", "ctpipe-pushgateway")
+    assert all(e["honorLabels"] for e in service_monitor["spec"]["endpoints"])
+    service = one(docs, "Service", "ctpipe-pushgateway")
+    assert (
+        service_monitor["spec"]["selector"]["matchLabels"].items()
+        <= service["metadata"]["labels"].items()
+    )
+    cron = one(docs, "CronJob", "ctpipe-monitor")
+    env = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    url = {e["name"]: e.get("value") for e in env}[monitor_metrics.PUSHGATEWAY_ENV]
+    assert url == "http://ctpipe-pushgateway.ctpipe.svc.cluster.local:9091"
+
+
+@pytest.fixture
+def promtool() -> str:
+    found = tool("promtool")
+    if found is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`; .ci/run installs it)")
+    return found
+
+
+def run(promtool: str, *args: str, cwd: Path) -> None:
+    result = subprocess.run(
+        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_checks_the_rules(promtool: str, tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules()))
+    run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+
+
+DRIFT_TEXT = (
+    "50% of the features drifted in the latest window. The monitor retrains when the policy "
+    "allows it (cooldown, new labelled rows); see its decision records."
+)
+STALE_TEXT = (
+    "The champion was registered longer ago than the retraining schedule allows. Check the "
+    "recurring run and the monitor's decisions: runs may be failing or never blessed."
+)
+ERROR_TEXT = (
+    "More than 5% of inference requests answered with a server error for 10 minutes. Check "
+    "the predictor's log; roll back with the deploy step if a new champion is at fault."
+)
+# Synthetic series (one sample a minute) that must fire each alert, next to series that must
+# not, as Prometheus itself evaluates them: promtool's rule unit tests. The expected
+# annotations check that the templates render.
+RULE_TESTS: list[dict[str, Any]] = [
+    {
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'ctpipe_monitor_trigger_fired{job="ctpipe-monitor",model="m",trigger="data_drift"}',
+                "values": "0x29 1x120",
+            },
+            {
+                "series": 'ctpipe_monitor_drift_share{job="ctpipe-monitor",model="m"}',
+                "values": "0.1x29 0.5x120",
+            },
+            {
+                "series": 'ctpipe_monitor_trigger_fired{job="ctpipe-monitor",model="calm",trigger="data_drift"}',
+                "values": "0x150",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "60m", "alertname": "CtpipeDataDrift", "exp_alerts": []},
+            {
+                "eval_time": "2h",
+                "alertname": "CtpipeDataDrift",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "warning"},
+                        "exp_annotations": {
+                            "summary": "m: the live data has drifted from the champion's training data",
+                            "description": DRIFT_TEXT,
+                        },
+                    }
+                ],
+            },
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # 36 days old and growing; and a fresh one.
+            {"series": 'ctpipe_champion_age_seconds{model="m"}', "values": "3110400+60x150"},
+            {"series": 'ctpipe_champion_age_seconds{model="fresh"}', "values": "86400+60x150"},
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": "2h",
+                "alertname": "CtpipeModelStale",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "warning"},
+                        "exp_annotations": {
+                            "summary": "m: the champion is 36d 2h 0m 0s old",
+                            "description": STALE_TEXT,
+                        },
+                    }
+                ],
+            }
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'ctpipe_predictor_requests_total{model="m",protocol="v2",status="200"}',
+                "values": "0+90x30",
+            },
+            {
+                "series": 'ctpipe_predictor_requests_total{model="m",protocol="v2",status="500"}',
+                "values": "0+10x30",
+            },
+            {
+                "series": 'ctpipe_predictor_requests_total{model="ok",protocol="v2",status="200"}',
+                "values": "0+100x30",
+            },
+        ],
+        "alert_rule_test": [
+            {
+                "eval_time": "20m",
+                "alertname": "CtpipePredictorErrorRate",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "critical"},
+                        "exp_annotations": {
+                            "summary": "m: 10% of predictions fail",
+                            "description": ERROR_TEXT,
+                        },
+                    }
+                ],
+            }
+        ],
+    },
+]
+
+
+def test_alerts_fire_on_synthetic_series(promtool: str, tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules()))
+    (tmp_path / "tests.yaml").write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": RULE_TESTS}, sort_keys=False)
+    )
+    run(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
