@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,19 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
 
 
+@contextlib.contextmanager
+def loopback_service(command: Callable[[int], list[str]], timeout: float = 30.0) -> Iterator[str]:
+    """Start a server process on a free loopback port; yield its URL; stop it after."""
+    port = free_port()
+    process = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process, timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -93,19 +107,9 @@ S3_ENV = {
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 endpoint: moto's server on a free loopback port, spoken to over HTTP."""
-    port = free_port()
     server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    process = subprocess.Popen(
-        [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with loopback_service(lambda port: [server, "-H", "127.0.0.1", "-p", str(port)]) as url:
+        yield url
 
 
 @pytest.fixture
@@ -158,15 +162,7 @@ def pushgateway() -> Iterator[str]:
         reason = f"prometheus-pushgateway is not installed; install it with: {PUSHGATEWAY_APT}"
         print(reason)
         pytest.skip(reason)
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with loopback_service(
+        lambda port: [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    ) as url:
+        yield url

@@ -27,6 +27,9 @@ class InferenceGuard:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # A client still sending when the 413 goes out sees a broken pipe, not the reason:
+        # read and drop a bounded amount first so that ordinary clients get the answer.
+        self.drain_bytes = 4 * max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = INFER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -67,6 +70,8 @@ class InferenceGuard:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if int(declared) <= self.drain_bytes:
+                await _discard(receive, self.drain_bytes)
             return b"", (413, _too_large(int(declared), self.max_body_bytes))
         chunks: list[bytes] = []
         size = 0
@@ -77,6 +82,8 @@ class InferenceGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
+                if message.get("more_body"):
+                    await _discard(receive, self.drain_bytes - size)
                 return b"", (413, _too_large(size, self.max_body_bytes))
             chunks.append(chunk)
             if not message.get("more_body"):
@@ -84,6 +91,15 @@ class InferenceGuard:
         body = b"".join(chunks)
         problem = _json_problem(body)
         return body, (400, problem) if problem else None
+
+
+async def _discard(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of the body, up to `budget` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            return
+        budget -= len(message.get("body", b""))
 
 
 def _too_large(size: int, limit: int) -> str:

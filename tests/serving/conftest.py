@@ -50,9 +50,10 @@ def served_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 @dataclass
 class Server:
     url: str
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     log_dir: Path
     model: str
+    output_file: Path
     timeout: float = 120.0  # generous: a slow answer on a loaded machine is not a dropped one
 
     def post(
@@ -84,29 +85,36 @@ class Server:
         except (urllib.error.URLError, ConnectionError):
             return False
 
+    def output(self) -> str:
+        return self.output_file.read_text(errors="replace")
+
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=60)
-        return out
+        self.process.wait(timeout=60)
+        return self.output()
 
 
 def start_server(config: Config, log_dir: Path, *extra: str, timeout: float = 90.0) -> Server:
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri(config.state_dir)}
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "ctpipe.serving", "--model_name", config.model_name, "--http_port", str(port),
-            "--host", "127.0.0.1", "--enable_grpc", "false", "--predictions-uri", str(log_dir),
-            "--log-flush-seconds", "0.5", *extra,
-        ],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", process, log_dir, config.model_name)
+    # A file, not a pipe: nobody reads a pipe while requests run, and a full one blocks
+    # the server's logging, which stalls every request.
+    output_file = log_dir.with_name(f"{log_dir.name}-server.out")
+    with output_file.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "ctpipe.serving", "--model_name", config.model_name, "--http_port", str(port),
+                "--host", "127.0.0.1", "--enable_grpc", "false", "--predictions-uri", str(log_dir),
+                "--log-flush-seconds", "0.5", *extra,
+            ],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", process, log_dir, config.model_name, output_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
-                f"the predictor exited with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}"
+                f"the predictor exited with {process.returncode}:\n{server.output()}"
             )
         if server.alive():
             return server

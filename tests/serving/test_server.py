@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -106,9 +107,17 @@ def test_nan_invalid_json_and_an_oversized_body(server: Server) -> None:
     assert code == 413 and "--max-body-bytes" in body["error"]
     code, body, _ = server.post(path, {"instances": []})
     assert code == 400 and "non-empty list" in body["error"]
+    # A body declared far over the limit is refused before a byte of it is read.
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=server.timeout) as raw:
+        raw.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {10**10}\r\n\r\n".encode()
+        )
+        assert raw.recv(4096).startswith(b"HTTP/1.1 413")
     assert server.alive()
     text = server.get("/metrics")
-    assert f'{metrics.REQUESTS}{{model="{server.model}",protocol="v1",status="413"}} 1.0' in text
+    assert f'{metrics.REQUESTS}{{model="{server.model}",protocol="v1",status="413"}} 2.0' in text
     assert f'{metrics.MODEL_INFO}{{model="{server.model}",version="1"}} 1.0' in text
     assert f"{metrics.LATENCY}_bucket" in text
 
