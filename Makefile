@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint compile bench clean constraints help cluster cluster-down
+.PHONY: run test test-fast lint compile bench clean constraints help cluster cluster-down images
 
 help:
 	@echo "make run        set up, then the live continuous-training demo (ctpipe demo)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-fast  unit and component tests only (no pipeline runs)"
 	@echo "make compile    regenerate pipelines/compiled/*.yaml (CPU and GPU profiles)"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make images     build the images (docker if an engine answers, else podman)"
 	@echo "make cluster    a kind cluster with KFP, KServe and ctpipe (needs kind, docker, skaffold, helm)"
 	@echo "make cluster-down  delete that cluster"
 
@@ -41,6 +42,11 @@ test-fast: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/python -m ctpipe.pipelines.compile
+
+# docker when an engine answers, else podman (a local base-image stand-in when no registry
+# is in reach); the GPU trainer only where nvidia-smi answers (GPU=yes forces it).
+images: $(STAMP)
+	$(BIN)/python scripts/images.py
 
 # Opt-in: builds images and starts a cluster (minutes); `make cluster-down` removes it.
 cluster: $(STAMP)

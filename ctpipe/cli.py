@@ -41,7 +41,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"  data    {config.data.uri or 'built-in synthetic data'}")
     print(f"  state   {config.state_dir}  (schemas, MLflow)")
     print("")
-    run = run_local(config, reason=args.reason, verbose=args.verbose)
+    containers = None
+    if args.containers:
+        from ctpipe.pipelines.local import Containers
+
+        containers = Containers(registry=args.image_registry, tag=args.image_tag)
+    run = run_local(config, reason=args.reason, verbose=args.verbose, containers=containers)
     print(summary(run, config))
     return 0 if run.ok else 1
 
@@ -347,6 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="store_true",
         help="show kfp.local's full log instead of the progress view",
+    )
+    run.add_argument(
+        "--containers",
+        action="store_true",
+        help="run each step in its image (kfp.local DockerRunner: Docker, or podman's socket "
+        "through DOCKER_HOST); needs state_dir and data.uri on s3:// and MLFLOW_TRACKING_URI "
+        "on an MLflow server",
+    )
+    run.add_argument(
+        "--image-registry",
+        default=os.environ.get("CTPIPE_IMAGE_REGISTRY"),
+        help="with --containers: registry in front of ctpipe/<role>:<tag> (podman's local "
+        "builds: localhost; default: $CTPIPE_IMAGE_REGISTRY)",
+    )
+    run.add_argument(
+        "--image-tag",
+        default=os.environ.get("CTPIPE_IMAGE_TAG"),
+        help="with --containers: image tag (default: $CTPIPE_IMAGE_TAG, else the ctpipe version)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -1,7 +1,9 @@
 """Run the compiled pipeline on this machine with kfp.local, and report on it.
 
 The same components run here as in a cluster: kfp.local's SubprocessRunner starts each
-step as a fresh process through `kfp.dsl.executor_main`, exactly as a pod would.
+step as a fresh process through `kfp.dsl.executor_main`, exactly as a pod would. With
+`Containers`, DockerRunner starts each step in its image instead (Docker, or podman's
+Docker-compatible socket through DOCKER_HOST).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +27,8 @@ from typing import Any, TextIO
 
 from ctpipe import steplog, storage
 from ctpipe.config import Config
+from ctpipe.errors import ConfigError
+from ctpipe.registry import TRACKING_ENV
 from ctpipe.training.families import THREADS_ENV
 
 LOCAL_PARALLELISM = 2  # kfp.local's cap on concurrent tasks (conservative_max in kfp 2.17)
@@ -148,23 +153,136 @@ def runs_root(config: Config) -> Path:
     return base / "runs"
 
 
+@dataclass(frozen=True)
+class Containers:
+    """Run every step in its image, as the cluster does: images `<registry>/ctpipe/<role>:<tag>`
+    (podman names locally built images localhost/...), endpoints from this environment."""
+
+    registry: str | None = None
+    tag: str | None = None
+    # The host's network: steps reach MLflow and S3 as this machine does, loopback included.
+    network_mode: str = "host"
+
+
+def container_environment() -> dict[str, str]:
+    """What a step needs from this environment: the variables the cluster's ConfigMap and
+    Secret give every pod, plus their local variants."""
+    from ctpipe.pipelines.continuous_training import ENV_FROM_CONFIG_MAP, ENV_FROM_SECRET
+
+    names = (
+        *ENV_FROM_CONFIG_MAP,
+        *ENV_FROM_SECRET,
+        *storage.ENDPOINT_ENV,
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "MLFLOW_S3_ENDPOINT_URL",
+        THREADS_ENV,
+    )
+    return {name: os.environ[name] for name in dict.fromkeys(names) if os.environ.get(name)}
+
+
+def check_reachable_from_containers(config: Config) -> None:
+    """A step in a container sees none of this machine's files: state and data must live
+    behind endpoints (MLflow server, S3) that it reaches."""
+    if not storage.is_s3(config.state_dir):
+        raise ConfigError(
+            f"state_dir: {config.state_dir} is a local path, which a step in a container "
+            "cannot see; use an s3:// URI"
+        )
+    if not os.environ.get(TRACKING_ENV, "").startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{TRACKING_ENV} must name an MLflow server (http:// or https://) when steps run "
+            "in containers"
+        )
+    if config.data.uri and not storage.is_s3(config.data.uri):
+        raise ConfigError(
+            f"data.uri: {config.data.uri} is a local path, which a step in a container "
+            "cannot see; use an s3:// URI"
+        )
+
+
+def _run_container(
+    client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any
+) -> int:
+    """kfp's run_docker_container, but the container is removed only after its exit code
+    is read. kfp asks the engine to remove it on exit and then asks for the code; podman
+    answers that race with a 500 instead of a 404, which fails a step that succeeded."""
+    from kfp.local import docker_task_handler
+
+    image = docker_task_handler.add_latest_tag_if_not_present(image)
+    if not any(
+        image in (*found.tags, *found.attrs.get("RepoDigests", ()))
+        for found in client.images.list()
+    ):
+        print(f"Pulling image {image!r}")
+        client.images.pull(image)
+    container = client.containers.run(
+        image=image,
+        command=command,
+        detach=True,
+        stdout=True,
+        stderr=True,
+        volumes=volumes,
+        **run_args,
+    )
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
+
+
+@contextlib.contextmanager
+def _containers_removed_after_exit() -> Iterator[None]:
+    from kfp.local import docker_task_handler
+
+    original = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = _run_container
+    try:
+        yield
+    finally:
+        docker_task_handler.run_docker_container = original
+
+
+def _runner(containers: Containers | None) -> Any:
+    from kfp import local
+
+    if containers is None:
+        return local.SubprocessRunner(use_venv=False)
+    return local.DockerRunner(
+        environment=container_environment(), network_mode=containers.network_mode
+    )
+
+
 def run_local(
-    config: Config, *, reason: str = "manual", verbose: bool = False, out: TextIO | None = None
+    config: Config,
+    *,
+    reason: str = "manual",
+    verbose: bool = False,
+    out: TextIO | None = None,
+    containers: Containers | None = None,
 ) -> LocalRun:
     """Run the pipeline with kfp.local; never raises for a failed step (see LocalRun.ok)."""
     from kfp import local
 
-    from ctpipe.pipelines.continuous_training import continuous_training
+    from ctpipe.pipelines.continuous_training import build, continuous_training
 
     out = out or sys.stdout
     # kfp.local runs up to two steps at once; give each its share of the CPUs.
     os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 2) // LOCAL_PARALLELISM)))
+    pipeline = continuous_training
+    if containers is not None:
+        check_reachable_from_containers(config)
+        pipeline = build(registry=containers.registry, tag=containers.tag)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     root = (runs_root(config) / stamp).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
-    )
+    if containers is not None:
+        # Steps run as the images' own user (uid 1000), whoever runs this; the folder is
+        # new and holds only this run's outputs.
+        root.chmod(0o777)
+    local.init(runner=_runner(containers), pipeline_root=str(root), raise_on_error=True)
     view = ProgressView(out) if not verbose else None
     started = time.perf_counter()
     ok = True
@@ -178,9 +296,10 @@ def run_local(
         # Our logical image name does not say "python", which makes kfp.local warn.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         redirect = contextlib.redirect_stdout(view) if view else contextlib.nullcontext()
-        with redirect:
+        engine = _containers_removed_after_exit() if containers else contextlib.nullcontext()
+        with redirect, engine:
             try:
-                continuous_training(config=config.to_dict(), reason=reason)
+                pipeline(config=config.to_dict(), reason=reason)
             except RuntimeError as exc:
                 ok = False
                 errors.append(str(exc))

@@ -112,6 +112,45 @@ def s3_endpoint() -> Iterator[str]:
         yield url
 
 
+@contextlib.contextmanager
+def mlflow_service(s3_endpoint: str, workdir: Path) -> Iterator[str]:
+    """An MLflow tracking server on loopback: sqlite behind it, artifacts on S3 (bucket
+    `mlflow`, created here), as a cluster runs it."""
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_ENV["AWS_DEFAULT_REGION"],
+    ).create_bucket(Bucket="mlflow")
+    port = free_port()
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    with (workdir / "mlflow-server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+                "--artifacts-destination", "s3://mlflow/artifacts",
+            ],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, process, timeout=90)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def mlflow_server(s3_endpoint: str, tmp_path: Path) -> Iterator[str]:
+    with mlflow_service(s3_endpoint, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
 def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A boto3 client on the moto server, with the environment ctpipe reads pointing at it."""

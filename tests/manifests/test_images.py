@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,15 @@ def test_dockerfile_rules(path: Path) -> None:
     # A pinned base image: a tag that is not `latest` (or a digest) for every stage.
     base = global_args(path)["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11[\w.-]*-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    names: set[str] = set()
     for stage in parts:
-        assert stage[0][1].split()[0] in {"${PYTHON_IMAGE}", "$PYTHON_IMAGE"}
+        source, *alias = stage[0][1].split()
+        assert source in {"${PYTHON_IMAGE}", "$PYTHON_IMAGE"} | names, stage[0]
+        names.update(alias[1:])
+    # The runtime image sits on the dependency stage's layers rather than copying them:
+    # a COPY --from of the multi-GB venv is re-hashed on every build.
+    assert parts[-1][0][1] == "deps"
+    assert not any(k == "COPY" and "--from=deps" in v for stage in parts for k, v in stage)
     final = dict(parts[-1])
     # Non-root, numeric (so Kubernetes can verify runAsNonRoot).
     user = [v for k, v in parts[-1] if k == "USER"][-1]
@@ -92,7 +100,7 @@ def test_dockerfile_rules(path: Path) -> None:
             if "pip install" in command:
                 assert "-c constraints.txt" in command, command
     # Dependencies before the project, so a code change rebuilds only the last layers.
-    build = [v for k, v in parts[1] if k in {"COPY", "RUN"}]
+    build = [v for stage in parts[1:] for k, v in stage if k in {"COPY", "RUN"}]
     first_code = next(i for i, v in enumerate(build) if v.startswith("ctpipe"))
     deps = next(i for i, v in enumerate(build) if "-r requirements.txt" in v)
     assert deps < first_code
@@ -104,12 +112,14 @@ def test_dockerfile_rules(path: Path) -> None:
         for key, value in stage:
             if key in {"ARG", "ENV"}:
                 assert not re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", value, re.I), value
-    entrypoint = json.loads(final["ENTRYPOINT"])
     if role == images.SERVING:
-        assert entrypoint == ["python", "-m", "ctpipe.serving"]
+        assert json.loads(final["ENTRYPOINT"]) == ["python", "-m", "ctpipe.serving"]
         assert "EXPOSE" in final
     else:
-        assert entrypoint == ["ctpipe"]
+        # A step's command replaces the image's; an ENTRYPOINT would prefix it under
+        # kfp.local's DockerRunner (and in docker run), breaking every step.
+        assert "ENTRYPOINT" not in final
+        assert json.loads(final["CMD"])[0] == "ctpipe"
         assert "/gcs /minio /s3" in final["RUN"]  # where KFP's launcher writes, as non-root
 
 
@@ -231,3 +241,68 @@ def test_every_package_is_installed_into_the_images() -> None:
             if "__pycache__" not in relative:
                 found.add(".".join((name, *relative)))
     assert found == set(setuptools["packages"])
+
+
+# --- make images (scripts/images.py), without building -----------------------------------
+
+
+def _image_builder() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("images_script", ROOT / "scripts" / "images.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_image_renders_with_everything_it_copies() -> None:
+    builder = _image_builder()
+    rendered = builder.render("trainer-gpu", {})
+    assert rendered.missing == []
+    assert {"ctpipe", "components", "pipelines", "constraints.txt"} <= set(rendered.copies)
+    assert rendered.stages[-1] == ("(final)", "deps")
+    assert rendered.args["TORCH_INDEX_URL"] == "https://pypi.org/simple"  # CUDA wheels
+
+
+def test_a_build_context_that_drops_a_copied_path_is_caught() -> None:
+    builder = _image_builder()
+    patterns = ["*", "!ctpipe/", "**/__pycache__"]
+    assert builder.dockerignore_excludes("components", patterns)
+    assert not builder.dockerignore_excludes("ctpipe", patterns)
+    assert builder.dockerignore_excludes("ctpipe/__pycache__/x.pyc", patterns)
+
+
+def test_cpu_builds_take_torch_from_the_wheelhouse_and_never_pull(tmp_path: Path) -> None:
+    builder = _image_builder()
+    torch = builder.Torch(None, tmp_path)
+    command = builder.build_command("podman", "base", "ctpipe/base:1", torch, no_pull=True)
+    assert "--pull=never" in command and f"{tmp_path}:/wheelhouse:ro" in command
+    assert "PIP_FIND_LINKS=/wheelhouse" in command
+    # docker build cannot mount a directory: it must be told an index instead.
+    with pytest.raises(builder.ImagesError, match="--torch-index-url"):
+        builder.build_command("docker", "base", "ctpipe/base:1", torch, no_pull=False)
+    gpu = builder.build_command("podman", "trainer-gpu", "t", torch, no_pull=True)
+    assert not any("wheelhouse" in part for part in gpu)  # the CPU wheelhouse stays out
+
+
+def test_running_in_containers_refuses_what_a_container_cannot_see(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ctpipe.errors import ConfigError
+    from ctpipe.pipelines.local import check_reachable_from_containers
+    from tests.conftest import make_config
+
+    local = make_config(tmp_path / "state")
+    with pytest.raises(ConfigError, match=r"state_dir: .* is a local path"):
+        check_reachable_from_containers(local)
+    remote = local.replace(state_dir="s3://bucket/state")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI must name an MLflow server"):
+        check_reachable_from_containers(remote)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    with_data = make_config(tmp_path, data={"uri": str(tmp_path / "d.csv")})
+    with pytest.raises(ConfigError, match=r"data.uri: .* is a local path"):
+        check_reachable_from_containers(with_data.replace(state_dir="s3://bucket/state"))
+    check_reachable_from_containers(remote)  # all behind endpoints: fine

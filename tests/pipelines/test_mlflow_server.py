@@ -4,55 +4,15 @@ live on S3, schemas on S3, data on S3. Nothing local but the step processes."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ctpipe import registry, storage
 from ctpipe.pipelines.local import run_local
-from tests.conftest import S3_ENV, free_port, make_config, wait_for_port
+from tests.conftest import make_config
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.services]
-
-
-@pytest.fixture
-def mlflow_server(s3_endpoint: str, tmp_path: Path) -> Iterator[str]:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_endpoint, **_credentials())
-    client.create_bucket(Bucket="mlflow")
-    port = free_port()
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
-    log = (tmp_path / "mlflow-server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination", "s3://mlflow/artifacts",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, process, timeout=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
-
-
-def _credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-        "region_name": "us-east-1",
-    }
 
 
 def test_pipeline_against_an_mlflow_server_with_s3_artifacts(
