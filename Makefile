@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/train_torch.py
+	$(BIN)/python bench/containers.py
 
 # Re-pin every dependency after changing pyproject.toml (needs a working .venv).
 constraints: $(STAMP)
