@@ -40,7 +40,10 @@ def podman(
 def report(request: pytest.FixtureRequest, line: str) -> None:
     """A line on the terminal as the tier goes (build times, overheads), not captured."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(f"[containers] {line}")
 
 
