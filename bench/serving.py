@@ -8,7 +8,7 @@ compares them with the same model's in-process predict_proba measured in this ru
 Targets: single-row p50 overhead <= 2 ms over in-process predict; logging costs <= 10%
 of throughput.
 
-    python bench/serving.py [--clients 4] [--seconds 10]
+    python bench/serving.py [--clients 4] [--seconds 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="each phase")
+    parser.add_argument("--rounds", type=int, default=3, help="phases per side, interleaved")
     args = parser.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -132,60 +133,78 @@ def main() -> None:
     table = synthetic.generate(2000, seed=3)
     features = [c for c in table.column_names if c not in ("request_id", "event_time", "label")]
     frame = table.select(features).to_pandas()
+    # JSON has no NaN: a missing value goes as null (the server refuses NaN with a 400).
+    records = frame.head(200).astype(object).where(frame.head(200).notna(), None)
     single = [
-        json.dumps({"instances": [row]}).encode() for row in frame.head(200).to_dict("records")
+        json.dumps({"instances": [row]}, allow_nan=False).encode()
+        for row in records.to_dict("records")
     ]
     batches = [
         json.dumps(v2_request(frame.iloc[i : i + 100], f"b{i}")).encode()
         for i in range(0, 1000, 100)
     ]
-    base_single = in_process_ms(model, frame.head(1), 300)
     base_batch = in_process_ms(model, frame.head(100), 100)
-    print(
-        f"in-process predict_proba: 1 row p50 {np.median(base_single):.2f} ms; 100 rows p50 {np.median(base_batch):.2f} ms"
-    )
+    print(f"in-process predict_proba: 100 rows p50 {np.median(base_batch):.2f} ms")
 
-    results: dict[tuple[str, bool], tuple[np.ndarray, int, float]] = {}
-    for logging in (False, True):
-        port = 18000 + (1 if logging else 0)
-        server = start(config, port, work / "log" if logging else None)
-        try:
-            for kind, path, bodies, rows in (
-                ("single", f"/v1/models/{config.model_name}:predict", single, 1),
-                ("batch100", f"/v2/models/{config.model_name}/infer", batches, 100),
-            ):
+    # Both servers run side by side and take turns, round after round: on a small, busy
+    # machine a one-off phase of each is mostly noise. Throughput is the median round.
+    servers = {logging: (18000 + logging, start(config, 18000 + logging, work / "log" if logging else None))
+               for logging in (False, True)}  # fmt: skip
+    latencies: dict[tuple[str, bool], list[np.ndarray]] = {}
+    throughputs: dict[tuple[str, bool], list[float]] = {}
+    errors: dict[tuple[str, bool], int] = {}
+    try:
+        for kind, path, bodies, rows in (
+            ("single", f"/v1/models/{config.model_name}:predict", single, 1),
+            ("batch100", f"/v2/models/{config.model_name}/infer", batches, 100),
+        ):
+            for port, _ in servers.values():
                 drive(port, path, bodies, args.clients, 1.0)  # warm up
-                latencies, errors = drive(port, path, bodies, args.clients, args.seconds)
-                results[(kind, logging)] = (latencies, errors, len(latencies) * rows / args.seconds)
-        finally:
+            for _ in range(args.rounds):
+                for logging, (port, _) in servers.items():
+                    times, failed = drive(port, path, bodies, args.clients, args.seconds)
+                    key = (kind, logging)
+                    latencies.setdefault(key, []).append(times)
+                    throughputs.setdefault(key, []).append(len(times) * rows / args.seconds)
+                    errors[key] = errors.get(key, 0) + failed
+        # The overhead with one client (no queueing behind others), against in-process
+        # predict measured right around it.
+        port = servers[False][0]
+        path = f"/v1/models/{config.model_name}:predict"
+        drive(port, path, single, 1, 1.0)
+        served, in_process = [], []
+        for _ in range(args.rounds):
+            in_process.append(in_process_ms(model, frame.head(1), 200))
+            served.append(drive(port, path, single, 1, args.seconds)[0])
+    finally:
+        for _, server in servers.values():
             server.terminate()
             server.wait(timeout=60)
 
-    print(f"\n{args.clients} concurrent clients, {args.seconds:g}s each, keep-alive, loopback")
+    print(
+        f"\n{args.clients} concurrent clients, {args.rounds} rounds x {args.seconds:g}s each, "
+        "keep-alive, loopback"
+    )
     print(f"{'requests':<10} {'log':<4} {'p50 ms':>8} {'p99 ms':>8} {'rows/s':>10} {'errors':>7}")
-    for (kind, logging), (latencies, errors, throughput) in results.items():
-        p50, p99 = np.percentile(latencies, [50, 99])
+    for key, chunks in latencies.items():
+        p50, p99 = np.percentile(np.concatenate(chunks), [50, 99])
+        kind, logging = key
         print(
-            f"{kind:<10} {'on' if logging else 'off':<4} {p50:8.2f} {p99:8.2f} {throughput:10.0f} {errors:7d}"
+            f"{kind:<10} {'on' if logging else 'off':<4} {p50:8.2f} {p99:8.2f} "
+            f"{float(np.median(throughputs[key])):10.0f} {errors[key]:7d}"
         )
-
-    # The overhead is measured with one client, so queueing behind other clients does not count.
-    server = start(config, 18002, work / "log-single")
-    try:
-        drive(18002, f"/v1/models/{config.model_name}:predict", single, 1, 1.0)
-        alone, _ = drive(18002, f"/v1/models/{config.model_name}:predict", single, 1, args.seconds)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    overhead = float(np.median(alone) - np.median(base_single))
-    ratio = float(np.median(alone) / np.median(base_single))
+    base = float(np.median(np.concatenate(in_process)))
+    alone = float(np.median(np.concatenate(served)))
+    overhead = alone - base
     verdict = "meets" if overhead <= OVERHEAD_TARGET_MS else "MISSES"
     print(
-        f"\nsingle row, one client: served p50 {np.median(alone):.2f} ms vs in-process {np.median(base_single):.2f} ms: "
-        f"ratio {ratio:.2f}, overhead {overhead:.2f} ms ({verdict} the target <= {OVERHEAD_TARGET_MS} ms)"
+        f"\nsingle row, one client: served p50 {alone:.2f} ms vs in-process {base:.2f} ms: "
+        f"ratio {alone / base:.2f}, overhead {overhead:.2f} ms ({verdict} the target <= {OVERHEAD_TARGET_MS} ms)"
     )
     for kind in ("single", "batch100"):
-        cost = 1.0 - results[(kind, True)][2] / results[(kind, False)][2]
+        on = float(np.median(throughputs[(kind, True)]))
+        off = float(np.median(throughputs[(kind, False)]))
+        cost = 1.0 - on / off
         verdict = "meets" if cost <= LOGGING_TARGET else "MISSES"
         print(
             f"logging cost, {kind}: {cost:+.1%} of throughput ({verdict} the target <= {LOGGING_TARGET:.0%})"

@@ -127,6 +127,49 @@ class Prediction:
 
 
 @dataclass(frozen=True, slots=True)
+class PredictionBatch:
+    """The rows of one served request, by column: what the predictor logs. Checked once per
+    request instead of once per row; the sequences are copied."""
+
+    request_ids: Sequence[str]
+    timestamp: datetime
+    model_version: str
+    predictions: Sequence[Any]
+    scores: Sequence[float | None]
+    features: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rows = len(self.request_ids)
+        if not all(isinstance(r, str) and r for r in self.request_ids):
+            raise TypeError("request_ids must be non-empty strings")
+        object.__setattr__(self, "request_ids", list(self.request_ids))
+        object.__setattr__(self, "timestamp", _utc_or_fail(self.timestamp, "timestamp"))
+        object.__setattr__(self, "model_version", str(self.model_version))
+        if not all(
+            s is None or (isinstance(s, numbers.Real) and not isinstance(s, bool))
+            for s in self.scores
+        ):
+            raise TypeError("scores must be numbers or None")
+        columns = {str(k): list(v) for k, v in self.features.items()}
+        lengths = {len(self.predictions), len(self.scores), *map(len, columns.values())}
+        if lengths - {rows}:
+            raise ValueError(f"every column must hold {rows} rows, got lengths {sorted(lengths)}")
+        object.__setattr__(self, "predictions", list(self.predictions))
+        object.__setattr__(self, "scores", [None if s is None else float(s) for s in self.scores])
+        object.__setattr__(self, "features", columns)
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+Logged = Prediction | PredictionBatch
+
+
+def _rows_in(items: Iterable[Logged]) -> int:
+    return sum(len(item) if isinstance(item, PredictionBatch) else 1 for item in items)
+
+
+@dataclass(frozen=True, slots=True)
 class Label:
     """The true outcome of one request, known later. A naive labelled_at is taken as UTC."""
 
@@ -180,7 +223,8 @@ class PredictionLogWriter:
         self._lock = threading.Lock()  # the buffer and counters; never held during I/O
         self._io_lock = threading.Lock()  # one flush at a time, so kept rows stay in order
         self._wake = threading.Event()
-        self._buffer: list[Prediction] = []
+        self._buffer: list[Logged] = []
+        self._buffered = 0  # rows in the buffer (a PredictionBatch holds many)
         self._oldest: float | None = None  # monotonic time the oldest buffered row came in
         self._closed = False
         self._failures = 0  # consecutive failed flushes
@@ -201,7 +245,7 @@ class PredictionLogWriter:
     def pending(self) -> int:
         """Rows buffered and not yet written."""
         with self._lock:
-            return len(self._buffer)
+            return self._buffered
 
     @property
     def rows_written(self) -> int:
@@ -229,24 +273,30 @@ class PredictionLogWriter:
         with self._lock:
             return self._closed
 
-    def append(self, records: Prediction | Iterable[Prediction]) -> None:
-        """Buffer one prediction or a batch; never waits for I/O."""
-        batch = [records] if isinstance(records, Prediction) else list(records)
+    def append(self, records: Logged | Iterable[Prediction]) -> None:
+        """Buffer one prediction, a request's batch, or several predictions; never waits
+        for I/O."""
+        if isinstance(records, Prediction | PredictionBatch):
+            batch: list[Logged] = [records]
+        else:
+            batch = list(records)
         for record in batch:
-            if not isinstance(record, Prediction):
+            if not isinstance(record, Prediction | PredictionBatch):
                 raise TypeError(f"expected Prediction, got {type(record).__name__}")
-        if not batch:
+        rows = _rows_in(batch)
+        if not rows:
             return
         wake = False
         with self._lock:
             if self._closed:
                 raise ValueError(f"prediction log writer for {self.location} is closed")
-            before = len(self._buffer)
+            before = self._buffered
             if not before:
                 self._oldest = time.monotonic()
                 wake = True  # starts the thread's clock
             self._buffer.extend(batch)
-            wake = wake or before < self.max_rows <= len(self._buffer)
+            self._buffered += rows
+            wake = wake or before < self.max_rows <= self._buffered
         if wake:
             self._wake.set()
 
@@ -286,7 +336,7 @@ class PredictionLogWriter:
             with self._lock:
                 if self._closed:
                     return
-                pending, oldest, retry_at = len(self._buffer), self._oldest, self._retry_at
+                pending, oldest, retry_at = self._buffered, self._oldest, self._retry_at
             timeout: float | None = None
             if pending:
                 now = time.monotonic()
@@ -307,10 +357,10 @@ class PredictionLogWriter:
         with self._io_lock:
             with self._lock:
                 batch, oldest = self._buffer, self._oldest
-                self._buffer, self._oldest = [], None
+                self._buffer, self._oldest, self._buffered = [], None, 0
             if not batch:
                 return 0
-            kept: list[Prediction] = []
+            kept: list[Logged] = []
             errors: list[str] = []
             written = files = 0
             for day, rows in _by_date(batch):
@@ -320,7 +370,7 @@ class PredictionLogWriter:
                     kept.extend(rows)
                     errors.append(str(exc))
                 else:
-                    written += len(rows)
+                    written += _rows_in(rows)
                     files += 1
             with self._lock:
                 self._rows_written += written
@@ -329,6 +379,7 @@ class PredictionLogWriter:
                     self._failures, self._retry_at, self._last_error = 0, 0.0, None
                     return written
                 self._buffer = kept + self._buffer
+                self._buffered += _rows_in(kept)
                 self._oldest = oldest
                 self._failures += 1
                 delay = min(
@@ -337,13 +388,13 @@ class PredictionLogWriter:
                 )
                 self._retry_at = time.monotonic() + delay
                 self._last_error = errors[0]
-                buffered = len(self._buffer)
+                buffered = self._buffered
         raise DataError(
-            f"prediction log {self.location}: could not write {len(kept)} rows; "
+            f"prediction log {self.location}: could not write {_rows_in(kept)} rows; "
             f"{buffered} rows stay buffered, next try in {delay:g}s ({errors[0]})"
         )
 
-    def _write_file(self, day: date, rows: Sequence[Prediction]) -> str:
+    def _write_file(self, day: date, rows: Sequence[Logged]) -> str:
         data = _parquet_bytes(_predictions_table(self.model_name, rows))
         return _write_part(storage.join(self.location, date_folder(day)), data)
 
@@ -381,8 +432,8 @@ def _utc_or_fail(value: Any, name: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _by_date(rows: Sequence[Prediction]) -> Iterator[tuple[date, list[Prediction]]]:
-    groups: dict[date, list[Prediction]] = {}
+def _by_date(rows: Sequence[Logged]) -> Iterator[tuple[date, list[Logged]]]:
+    groups: dict[date, list[Logged]] = {}
     for row in rows:
         groups.setdefault(row.timestamp.date(), []).append(row)  # timestamps are UTC
     yield from groups.items()
@@ -410,35 +461,84 @@ def _write_part(folder: str, data: bytes) -> str:
     raise DataError(f"{folder}: no free part file name after 3 tries")
 
 
-def _predictions_table(model_name: str, rows: Sequence[Prediction]) -> pa.Table:
+def _predictions_table(model_name: str, items: Sequence[Logged]) -> pa.Table:
+    """One table from predictions and batches: columns are gathered as Python lists (list
+    extends, cheap) and converted once each by pyarrow. This runs on the predictor's
+    writer thread, holding the GIL that requests need, so it must stay cheap."""
+    ids: list[str] = []
+    stamps: list[datetime] = []
+    versions: list[str] = []
+    predictions: list[Any] = []
+    scores: list[float | None] = []
+    features: dict[str, list[Any]] = {}
+    count = 0
+    for item in items:
+        if isinstance(item, PredictionBatch):
+            rows = len(item)
+            ids.extend(item.request_ids)
+            stamps.extend([item.timestamp] * rows)
+            versions.extend([item.model_version] * rows)
+            predictions.extend(item.predictions)
+            scores.extend(item.scores)
+            values_by_name: Mapping[str, Sequence[Any]] = item.features
+        else:
+            rows = 1
+            ids.append(item.request_id)
+            stamps.append(item.timestamp)
+            versions.append(item.model_version)
+            predictions.append(item.prediction)
+            scores.append(item.score)
+            values_by_name = {name: [value] for name, value in item.features.items()}
+        for name, values in values_by_name.items():
+            column = features.setdefault(name, [None] * count)
+            column.extend(values)
+        count += rows
+        for column in features.values():  # a feature this item lacks is null
+            if len(column) < count:
+                column.extend([None] * (count - len(column)))
     columns: dict[str, pa.Array] = {
-        REQUEST_ID: pa.array([r.request_id for r in rows], pa.string()),
-        TIMESTAMP: pa.array([r.timestamp for r in rows], TIMESTAMP_TYPE),
-        MODEL_NAME: pa.array([model_name] * len(rows), pa.string()),
-        MODEL_VERSION: pa.array([r.model_version for r in rows], pa.string()),
-        PREDICTION: pa.array([prediction_text(r.prediction) for r in rows], pa.string()),
-        SCORE: pa.array([r.score for r in rows], pa.float64()),
+        REQUEST_ID: pa.array(ids, pa.string()),
+        TIMESTAMP: pa.array(stamps, TIMESTAMP_TYPE),
+        MODEL_NAME: pa.array([model_name] * count, pa.string()),
+        MODEL_VERSION: pa.array(versions, pa.string()),
+        PREDICTION: _text_array(predictions),
+        SCORE: pa.array(scores, pa.float64()),
     }
-    features = _features_array([r.features for r in rows])
-    if features.type.num_fields:
-        columns[FEATURES] = features
+    if features:
+        columns[FEATURES] = pa.StructArray.from_arrays(
+            [_feature_array(values) for values in features.values()], names=list(features)
+        )
     return pa.table(columns)
 
 
-def _features_array(rows: Sequence[Mapping[str, Any]]) -> pa.StructArray:
-    names: dict[str, None] = {}
-    for features in rows:
-        names.update(dict.fromkeys(features))
-    arrays: list[pa.Array] = []
-    for name in names:
-        values = [features.get(name) for features in rows]
-        if all(v is None or isinstance(v, numbers.Real) for v in values):
-            arrays.append(pa.array([None if v is None else float(v) for v in values], pa.float64()))
+def _feature_array(values: list[Any]) -> pa.Array:
+    """A feature column: float64 when every value is a number (or missing), else text."""
+    kinds = {type(v) for v in values} - {type(None)}
+    if all(issubclass(kind, numbers.Real) for kind in kinds):
+        try:
+            return pa.array(values, pa.float64())
+        except (pa.ArrowException, TypeError, ValueError):
+            return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    return _text_array(values)
+
+
+def _text_array(values: list[Any]) -> pa.Array:
+    """prediction_text of every value, as one string array: one cast in C++ when the
+    values share a simple type, value by value otherwise (same result)."""
+    if len({type(v) for v in values} - {type(None)}) <= 1:
+        try:
+            array = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
         else:
-            arrays.append(pa.array([prediction_text(v) for v in values], pa.string()))
-    if not arrays:
-        return pa.array([{}] * len(rows), pa.struct([]))
-    return pa.StructArray.from_arrays(arrays, names=list(names))
+            simple = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+            if (
+                pa.types.is_string(array.type)
+                or pa.types.is_null(array.type)
+                or any(check(array.type) for check in simple)
+            ):
+                return array.cast(pa.string())
+    return pa.array([prediction_text(v) for v in values], pa.string())
 
 
 # --------------------------------------------------------------------------- reading

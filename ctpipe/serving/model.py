@@ -10,7 +10,7 @@ from typing import Any
 import kserve
 from kserve.protocol.infer_type import InferRequest
 
-from ctpipe.monitor.predlog import Prediction, PredictionLogWriter
+from ctpipe.monitor.predlog import PredictionBatch, PredictionLogWriter
 from ctpipe.serving import metrics
 from ctpipe.serving.payload import Batch, parse_v1, parse_v2, predict, v1_response, v2_response
 from ctpipe.serving.source import Loaded, ModelSource
@@ -123,11 +123,10 @@ class ChampionModel(kserve.Model):
         """Hand the rows to the log writer; it writes them from its own thread."""
         writer = self.log_writer
         assert writer is not None
-        now = datetime.now(UTC)
+        # By column, as the request arrived: no per-row objects on the request path.
         writer.append(
-            Prediction(rid, now, loaded.version, prediction, score, features)
-            for rid, prediction, score, features in zip(
-                batch.ids, predictions, scores, batch.records(), strict=True
+            PredictionBatch(
+                batch.ids, datetime.now(UTC), loaded.version, predictions, scores, batch.columns
             )
         )
         metrics.log_pending.labels(self.name).set(writer.pending)

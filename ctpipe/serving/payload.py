@@ -56,13 +56,6 @@ class Batch:
 
         return pd.DataFrame(self.columns)
 
-    def records(self) -> list[dict[str, Any]]:
-        names = list(self.columns)
-        return [
-            dict(zip(names, values, strict=True))
-            for values in zip(*self.columns.values(), strict=True)
-        ]
-
 
 def _ids(request_id: str | None, given: Any, rows: int) -> tuple[str, list[str]]:
     base = request_id or uuid.uuid4().hex

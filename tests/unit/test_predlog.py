@@ -501,3 +501,59 @@ def test_write_labels_to_s3_and_nothing_to_write(s3: Any, bucket: str) -> None:
     assert predlog.read_labels(root, MODEL).to_pylist() == [
         {"request_id": "a", "label": "yes", "labelled_at": T0}
     ]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2.5, None, True], [1.0, 2.5, None, 1.0]),
+        ([1, "one"], ["1", "one"]),  # mixed types: text, value by value
+        ([None, None], [None, None]),
+        ([2**40, -3], [float(2**40), -3.0]),
+        ([[1, 2], [3]], [predlog.prediction_text([1, 2]), predlog.prediction_text([3])]),
+    ],
+)
+def test_a_feature_column_is_numbers_or_text(values: list[Any], expected: list[Any]) -> None:
+    assert predlog._feature_array(values).to_pylist() == expected
+
+
+def test_a_request_batch_and_single_rows_land_in_one_table(tmp_path: Path) -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    batch = predlog.PredictionBatch(
+        ["b-0", "b-1"], now, 3, ["yes", "no"], [0.9, 0.1], {"x": [1.0, None], "c": ["a", "b"]}
+    )
+    single = Prediction("s-0", now, "3", "yes", 0.7, {"x": 2.0, "extra": 5})
+    with PredictionLogWriter(str(tmp_path), "m", max_rows=100, max_seconds=60) as writer:
+        writer.append(batch)
+        writer.append(single)
+        assert writer.pending == 3
+    table = predlog.read_predictions(str(tmp_path), "m")
+    assert table.column(predlog.REQUEST_ID).to_pylist() == ["b-0", "b-1", "s-0"]
+    assert table.column(predlog.MODEL_VERSION).to_pylist() == ["3", "3", "3"]
+    assert table.column(predlog.SCORE).to_pylist() == [0.9, 0.1, 0.7]
+    features = table.column(predlog.FEATURES).to_pylist()
+    assert features == [
+        {"x": 1.0, "c": "a", "extra": None},
+        {"x": None, "c": "b", "extra": None},
+        {"x": 2.0, "c": None, "extra": 5.0},
+    ]
+
+
+def test_a_bad_batch_fails_the_request_that_made_it() -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(ValueError, match="every column must hold 2 rows"):
+        predlog.PredictionBatch(["a", "b"], now, "1", ["x"], [0.1, 0.2])
+    with pytest.raises(TypeError, match="request_ids must be non-empty strings"):
+        predlog.PredictionBatch(["a", ""], now, "1", ["x", "y"], [0.1, 0.2])
+    with pytest.raises(TypeError, match="scores must be numbers"):
+        predlog.PredictionBatch(["a"], now, "1", ["x"], [True])
+    with pytest.raises(TypeError, match="timestamp must be a datetime"):
+        predlog.PredictionBatch(["a"], "noon", "1", ["x"], [0.1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "values", [[1, 2, None], ["a", None], [True, False], [1.5, None], [1, "a"], [None, None]]
+)
+def test_prediction_text_of_a_column_matches_value_by_value(values: list[Any]) -> None:
+    expected = [predlog.prediction_text(v) for v in values]
+    assert predlog._text_array(values).to_pylist() == expected
