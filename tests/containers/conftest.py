@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-import images as image_builder  # noqa: E402  (scripts/images.py: what `make images` runs)
+image_builder = load_script("images")  # scripts/images.py: what `make images` runs
 
 INSTALL_HINT = "as root: apt-get install -y podman runc debootstrap"
 REGISTRY = "localhost"  # what podman calls images built here

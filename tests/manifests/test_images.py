@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 from ctpipe import __version__
 from ctpipe.components import images
 from ctpipe.pipelines.compile import COMPILED_GPU_PATH, COMPILED_PATH
+from tests.conftest import load_script
 from tests.manifests.conftest import ROOT, SCHEMAS, containers, overlay, pod_specs, tool
 
 DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
@@ -247,14 +247,7 @@ def test_every_package_is_installed_into_the_images() -> None:
 
 
 def _image_builder() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("images_script", ROOT / "scripts" / "images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    return load_script("images")
 
 
 def test_the_gpu_image_renders_with_everything_it_copies() -> None:

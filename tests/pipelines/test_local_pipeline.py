@@ -143,7 +143,7 @@ def test_an_all_null_column(world: dict[str, Any]) -> None:
         world, "bad/nulls.parquet", _replace(FRESH, "num_4", pa.nulls(FRESH.num_rows, pa.float64()))
     )
     run = _run_bad(world, uri)
-    assert any("'num_4'" in e and "all_null" in e for e in run.errors)
+    assert any("'num_4'" in e and "all_null" in e for e in run.errors), run.errors
 
 
 def test_a_wrong_dtype(world: dict[str, Any]) -> None:
