@@ -77,6 +77,9 @@ def build(profile: str = CPU, registry: str | None = None, tag: str | None = Non
             container = getattr(task, "container_spec", None)
             if container is None:
                 continue  # not a container step (an importer, say): nothing runs in a pod
+            # Every step depends on data or state outside its inputs (files behind a URI, the
+            # schema store, the current champion): KFP's cache could only serve stale results.
+            task.set_caching_options(False)
             role = images.role_of(container.image)
             if role is not None:
                 task.set_container_image(images.image(role, registry, tag))
@@ -102,19 +105,15 @@ def _on_gpu(task: dsl.PipelineTask) -> None:
 
 
 def _graph(config: dict, reason: str, profile: str) -> None:
-    # Every step depends on data or state outside its inputs (files behind a URI, the
-    # schema store, the current champion), so KFP's cache could only ever serve stale results.
-    ingest_task = ingest(config=config).set_caching_options(False)
-    validate_task = validate(config=config, data=ingest_task.outputs["data"]).set_caching_options(
-        False
-    )
+    ingest_task = ingest(config=config)
+    validate_task = validate(config=config, data=ingest_task.outputs["data"])
     split_task = split(
         config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
-    ).set_caching_options(False)
+    )
     drift_report(
         config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
-    ).set_caching_options(False)
-    plan_task = plan(config=config).set_caching_options(False)
+    )
+    plan_task = plan(config=config)
 
     with dsl.ParallelFor(plan_task.output, name="candidates") as candidate:
         train_task = train(
@@ -123,19 +122,17 @@ def _graph(config: dict, reason: str, profile: str) -> None:
             schema=validate_task.outputs["schema"],
             train=split_task.outputs["train"],
             validation=split_task.outputs["validation"],
-        ).set_caching_options(False)
+        )
     if profile == GPU:
         _on_gpu(train_task)
 
-    select_task = select(
-        config=config, models=dsl.Collected(train_task.outputs["model"])
-    ).set_caching_options(False)
+    select_task = select(config=config, models=dsl.Collected(train_task.outputs["model"]))
     evaluate_task = evaluate(
         config=config,
         model=select_task.outputs["best"],
         test=split_task.outputs["test"],
         schema=validate_task.outputs["schema"],
-    ).set_caching_options(False)
+    )
 
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP expression)
         # Serve the challenger exactly as production will before anything is registered.
@@ -144,7 +141,7 @@ def _graph(config: dict, reason: str, profile: str) -> None:
             model=select_task.outputs["best"],
             test=split_task.outputs["test"],
             schema=validate_task.outputs["schema"],
-        ).set_caching_options(False)
+        )
         register_task = register(
             config=config,
             model=select_task.outputs["best"],
@@ -158,8 +155,7 @@ def _graph(config: dict, reason: str, profile: str) -> None:
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             reason=reason,
         ).after(infra_task)
-        register_task.set_caching_options(False)
-        deploy(config=config, version=register_task.output).set_caching_options(False)
+        deploy(config=config, version=register_task.output)
 
 
 continuous_training = build()

@@ -119,35 +119,31 @@ def parse_v1(payload: Any, signature: Signature, max_rows: int, request_id: str 
             raise InvalidInput(
                 f"instances[{i}]: expected an object of feature values, got {type(instance).__name__}"
             )
-        missing = [n for n in names if n not in instance]
-        if missing:
-            raise InvalidInput(
-                f'instances[{i}]: missing field "{missing[0]}" (the model takes: {", ".join(names)})'
-            )
-        extra = [k for k in instance if k not in expected]
-        if extra:
-            raise InvalidInput(
-                f'instances[{i}]: unknown field "{extra[0]}" (the model takes: {", ".join(names)})'
-            )
+        _check_names(f"instances[{i}]", "field", instance, names, expected)
         for name, kind in signature.columns:
             columns[name].append(_check_value(f"instances[{i}].{name}", kind, instance[name]))
     base, ids = _ids(request_id, payload.get("ids"), len(instances))
     return Batch(columns, ids, "v1", base)
 
 
-def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
-    inputs = {item.name: item for item in request.inputs}
-    names = signature.names
-    extra = [n for n in inputs if n not in set(names)]
-    if extra:
-        raise InvalidInput(
-            f'inputs: unknown input "{extra[0]}" (the model takes: {", ".join(names)})'
-        )
-    missing = [n for n in names if n not in inputs]
+def _check_names(where: str, noun: str, given: Any, names: list[str], expected: set[str]) -> None:
+    """The request names exactly the model's inputs: the first missing, else the first
+    unknown, is the error."""
+    missing = [n for n in names if n not in given]
     if missing:
         raise InvalidInput(
-            f'inputs: missing input "{missing[0]}" (the model takes: {", ".join(names)})'
+            f'{where}: missing {noun} "{missing[0]}" (the model takes: {", ".join(names)})'
         )
+    extra = [k for k in given if k not in expected]
+    if extra:
+        raise InvalidInput(
+            f'{where}: unknown {noun} "{extra[0]}" (the model takes: {", ".join(names)})'
+        )
+
+
+def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
+    inputs = {item.name: item for item in request.inputs}
+    _check_names("inputs", "input", inputs, signature.names, set(signature.names))
     rows: int | None = None
     columns: dict[str, list[Any]] = {}
     for name, kind in signature.columns:
