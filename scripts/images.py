@@ -297,7 +297,8 @@ class Rendered:
     missing: list[str] = field(default_factory=list)  # not in the context after .dockerignore
 
 
-def _instructions(path: Path) -> list[tuple[str, str]]:
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n", " ", path.read_text())
     out = []
     for line in text.splitlines():
@@ -335,7 +336,7 @@ def render(role: str, overrides: dict[str, str]) -> Rendered:
     args: dict[str, str] = {}
     stages: list[tuple[str, str]] = []
     copies: list[str] = []
-    for word, rest in _instructions(path):
+    for word, rest in instructions(path):
         if word == "ARG":
             key, _, default = rest.partition("=")
             if key not in args or not stages:

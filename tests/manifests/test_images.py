@@ -23,14 +23,8 @@ CPU_ROLES = (images.BASE, images.SERVING)
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-        for line in lines
-        if line and not line.startswith("#")
-    ]
+    """(INSTRUCTION, arguments), parsed as `make images` parses them."""
+    return list(load_script("images").instructions(path))
 
 
 def stages(path: Path) -> list[list[tuple[str, str]]]:
@@ -246,12 +240,8 @@ def test_every_package_is_installed_into_the_images() -> None:
 # --- make images (scripts/images.py), without building -----------------------------------
 
 
-def _image_builder() -> Any:
-    return load_script("images")
-
-
 def test_the_gpu_image_renders_with_everything_it_copies() -> None:
-    builder = _image_builder()
+    builder = load_script("images")
     rendered = builder.render("trainer-gpu", {})
     assert rendered.missing == []
     assert {"ctpipe", "components", "pipelines", "constraints.txt"} <= set(rendered.copies)
@@ -260,7 +250,7 @@ def test_the_gpu_image_renders_with_everything_it_copies() -> None:
 
 
 def test_a_build_context_that_drops_a_copied_path_is_caught() -> None:
-    builder = _image_builder()
+    builder = load_script("images")
     patterns = ["*", "!ctpipe/", "**/__pycache__"]
     assert builder.dockerignore_excludes("components", patterns)
     assert not builder.dockerignore_excludes("ctpipe", patterns)
@@ -268,7 +258,7 @@ def test_a_build_context_that_drops_a_copied_path_is_caught() -> None:
 
 
 def test_cpu_builds_take_torch_from_the_wheelhouse_and_never_pull(tmp_path: Path) -> None:
-    builder = _image_builder()
+    builder = load_script("images")
     torch = builder.Torch(None, tmp_path)
     command = builder.build_command("podman", "base", "ctpipe/base:1", torch, no_pull=True)
     assert "--pull=never" in command and f"{tmp_path}:/wheelhouse:ro" in command
