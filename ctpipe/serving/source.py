@@ -40,15 +40,23 @@ class Signature:
 
     @classmethod
     def of(cls, model_dir: Path) -> Signature:
-        from mlflow.models import Model
+        import json
 
-        signature = Model.load(str(model_dir)).signature
-        if signature is None or signature.inputs is None:
+        signature = registry.read_mlmodel(model_dir, str(model_dir)).get("signature") or {}
+        inputs = signature.get("inputs")
+        if not inputs:
             raise RegistryError(
                 f"{model_dir}: the model has no input signature to validate requests against"
             )
-        columns = tuple((spec["name"], spec["type"]) for spec in signature.inputs.to_dict())
-        return cls(columns)
+        # MLflow stores a column signature as a JSON list of {"name", "type", ...}.
+        specs = json.loads(inputs) if isinstance(inputs, str) else inputs
+        if not isinstance(specs, list) or not all(
+            isinstance(s, dict) and "name" in s and "type" in s for s in specs
+        ):
+            raise RegistryError(
+                f"{model_dir}: the signature's inputs are not named columns (a tensor signature?)"
+            )
+        return cls(tuple((str(spec["name"]), str(spec["type"])) for spec in specs))
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,6 @@ class ModelSource:
         return ref.version if ref else None
 
     def load(self) -> Loaded:
-        import mlflow.artifacts
-
         if match := _ALIAS.match(self.uri):
             ref = registry.alias_ref(self._client(), match["name"], match["alias"])
             if ref is None:
@@ -108,6 +114,8 @@ class ModelSource:
         if match := _RUN.match(self.uri):
             run = self._client().get_run(match["run"])
             expected = run.data.tags.get(registry.TAG_MODEL_SHA256) or self.sha256
+            import mlflow.artifacts
+
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri))
             return self._from_dir(local, expected, run_id=match["run"], label=self.uri)
         if storage.is_s3(self.uri):

@@ -104,3 +104,58 @@ def test_rollback_swaps_champion_and_previous(small_config: Config) -> None:
     assert registry.champion(small_config).version == v1
     assert registry.get_alias(small_config, registry.PREVIOUS).version == v2
     assert registry.rollback(small_config) == (v2, v1)  # and back
+
+
+def _saved(tmp_path: Path, config: Config) -> tuple[Path, str, Any, Any]:
+    from ctpipe.infra_validation import save_model_dir
+
+    model, example = _model(config)
+    target = tmp_path / "model"
+    return target, save_model_dir(model, example.head(5), target), model, example
+
+
+def test_a_model_directory_loads_without_mlflow(small_config: Config, tmp_path: Path) -> None:
+    """The predictor reads the MLmodel file itself: a pod serving a storageUri starts
+    without paying MLflow's import."""
+    import json
+    import subprocess
+    import sys
+
+    target, sha, model, example = _saved(tmp_path, small_config)
+    example.head(5).to_parquet(tmp_path / "rows.parquet")
+    script = (
+        "import json, sys; import pandas as pd\n"
+        "from ctpipe.serving.source import ModelSource\n"
+        "loaded = ModelSource(sys.argv[1], sha256=sys.argv[2]).load()\n"
+        "proba = loaded.model.predict_proba(pd.read_parquet(sys.argv[3]))\n"
+        "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'names': loaded.signature.names,\n"
+        "                  'proba': proba.tolist(), 'version': loaded.version}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(target), sha, str(tmp_path / "rows.parquet")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["mlflow"] is False, "loading a model directory imported mlflow"
+    assert found["names"] == list(example.columns)
+    assert found["proba"] == model.predict_proba(example.head(5)).tolist()
+    assert found["version"].startswith("sha-")
+
+
+def test_a_model_directory_in_another_format_is_refused(
+    small_config: Config, tmp_path: Path
+) -> None:
+    target, sha, _, _ = _saved(tmp_path, small_config)
+    mlmodel = target / "MLmodel"
+    mlmodel.write_text(
+        mlmodel.read_text().replace(
+            "serialization_format: cloudpickle", "serialization_format: skops"
+        )
+    )
+    with pytest.raises(RegistryError, match="serialization_format 'skops'"):
+        registry.load_model_dir(target, sha, "challenger")
+    mlmodel.unlink()
+    with pytest.raises(RegistryError, match="MLmodel does not exist; not an MLflow model"):
+        registry.load_model_dir(target, sha, "challenger")
