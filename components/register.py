@@ -1,5 +1,7 @@
 """register: log the blessed challenger to MLflow and make it the champion."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
 
@@ -19,9 +21,12 @@ def register(
     kfp_run_id: str,
     kfp_run_name: str,
     reason: str,
-) -> str:
+) -> NamedTuple("Outputs", [("version", str), ("storage_uri", str), ("sha256", str)]):  # type: ignore[valid-type]  # KFP reads this form
     """Register a new model version with its training snapshot (`profile`, `reference`);
-    move `champion` to it and `previous` to the old one."""
+    move `champion` to it and `previous` to the old one. Returns the version and where it
+    is stored (storage_uri "" when KServe cannot fetch it; the predictor then asks MLflow)."""
+    from collections import namedtuple
+
     from ctpipe import stages, steplog
     from ctpipe.config import from_dict
 
@@ -41,4 +46,5 @@ def register(
             reason=reason,
         )
         say(registration.describe())
-        return registration.version
+        Outputs = namedtuple("Outputs", ["version", "storage_uri", "sha256"])
+        return Outputs(registration.version, registration.storage_uri or "", registration.sha256)

@@ -295,6 +295,9 @@ class Registration:
     run_id: str
     previous_version: str | None
     promoted: bool
+    # Where the predictor finds this version: what deploy renders without asking MLflow.
+    storage_uri: str | None = None
+    sha256: str = ""
 
     def describe(self) -> str:
         before = (

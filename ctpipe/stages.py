@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ctpipe.data.schema import Schema
     from ctpipe.data.split import SplitResult
     from ctpipe.data.validation import ValidationResult
+    from ctpipe.deploy import ModelLocation
     from ctpipe.evaluation import Evaluation
     from ctpipe.registry import Registration
     from ctpipe.training.search import TrainResult
@@ -279,6 +280,7 @@ def register(
     """Log the blessed challenger to MLflow, register it and make it the champion."""
     import joblib
 
+    from ctpipe import deploy as deploy_module
     from ctpipe import reference, registry
     from ctpipe.evaluation import Evaluation
     from ctpipe.registry import Registration
@@ -335,7 +337,11 @@ def register(
         input_example=example.head(5),
     )
     previous = registry.promote(config, version, expected_champion)
-    return Registration(config.model_name, version, run_id, previous, True)
+    stored = registry.version_ref(registry.client(config), config.model_name, version)
+    location = deploy_module.locate(config, stored)
+    return Registration(
+        config.model_name, version, run_id, previous, True, location.storage_uri, location.sha256
+    )
 
 
 def _classes(model: Any) -> list[Any]:
@@ -379,12 +385,33 @@ def deploy(
     manifest_out: str,
     version: str | None = None,
     traffic_percent: int | None = None,
+    location: ModelLocation | None = None,
 ) -> DeployResult:
     """Render (and in a cluster, apply) the InferenceService for a model version.
 
     Defaults: the current champion, at deploy.canary_traffic_percent (100 when 0). A local
     `ctpipe serve` follows the champion alias by itself, so here only the manifest is written.
+    `location` (a deploy.ModelLocation, as register hands it on) saves asking MLflow where
+    the version is: the pipeline's deploy step then never imports MLflow.
     """
+    from ctpipe import deploy as deploy_module
+
+    if location is None:
+        location = _locate(config, version)
+    traffic = config.deploy.canary_traffic_percent if traffic_percent is None else traffic_percent
+    traffic = traffic or 100
+    manifest = deploy_module.render(config, location, traffic)
+    Path(manifest_out).write_text(deploy_module.to_yaml(manifest))
+    applied = deploy_module.should_apply(config)
+    if applied:
+        deploy_module.apply(manifest)
+    return DeployResult(
+        manifest["metadata"]["name"], config.deploy.namespace, location.version, traffic, applied
+    )
+
+
+def _locate(config: Config, version: str | None) -> ModelLocation:
+    """Where a version (default: the champion) is, from the registry."""
     from ctpipe import deploy as deploy_module
     from ctpipe import registry
     from ctpipe.errors import RegistryError
@@ -397,16 +424,7 @@ def deploy(
     )
     if ref is None:
         raise RegistryError(f"{config.model_name!r} has no champion to deploy")
-    traffic = config.deploy.canary_traffic_percent if traffic_percent is None else traffic_percent
-    traffic = traffic or 100
-    manifest = deploy_module.render(config, deploy_module.locate(config, ref), traffic)
-    Path(manifest_out).write_text(deploy_module.to_yaml(manifest))
-    applied = deploy_module.should_apply(config)
-    if applied:
-        deploy_module.apply(manifest)
-    return DeployResult(
-        manifest["metadata"]["name"], config.deploy.namespace, ref.version, traffic, applied
-    )
+    return deploy_module.locate(config, ref)
 
 
 @dataclass
@@ -423,6 +441,8 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
 
     Candidates train one after another; infra validation still starts its server process.
     """
+    from ctpipe.deploy import ModelLocation
+
     root = Path(work)
     root.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -491,5 +511,13 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
             kfp_run_name="in-process",
             reason="in-process",
         )
-        timed("deploy", deploy, config, p["manifest"], registration.version)
+        timed(
+            "deploy",
+            deploy,
+            config,
+            p["manifest"],
+            location=ModelLocation(
+                registration.version, registration.sha256, registration.storage_uri
+            ),
+        )
     return InProcessRun(seconds, evaluation, registration)

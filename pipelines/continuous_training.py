@@ -155,7 +155,12 @@ def _graph(config: dict, reason: str, profile: str) -> None:
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             reason=reason,
         ).after(infra_task)
-        deploy(config=config, version=register_task.output)
+        deploy(
+            config=config,
+            version=register_task.outputs["version"],
+            storage_uri=register_task.outputs["storage_uri"],
+            sha256=register_task.outputs["sha256"],
+        )
 
 
 continuous_training = build()

@@ -347,7 +347,7 @@ def read_run(run_dir: Path, seconds: float, ok: bool) -> LocalRun:
             run.evaluation = record["evaluation"]
             run.champion_before = record["champion_version"]
     for output in _outputs(run_dir, "register"):
-        run.registered_version = output.get("parameterValues", {}).get("Output")
+        run.registered_version = output.get("parameterValues", {}).get("version")
     for output in _outputs(run_dir, "infra-validate"):
         run.infra = output.get("parameterValues", {}).get("Output")
     for output in _outputs(run_dir, "deploy"):

@@ -207,7 +207,7 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
         and "confidenceMetrics" in classification.metadata
     )
 
-    version = register.python_func(
+    registered = register.python_func(
         config=staged["config"],
         model=best,
         schema=staged["schema"],
@@ -220,7 +220,23 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
         kfp_run_name="unit",
         reason="manual",
     )
-    assert version == "1"
+    assert registered.version == "1"
+    assert len(registered.sha256) == 64
+
+    # Deploy renders from what register handed on: no MLflow lookup in that step.
+    from ctpipe.components.deploy import deploy
+
+    manifest = artifact(Artifact, tmp_path, "isvc.yaml")
+    said = deploy.python_func(
+        config=staged["config"],
+        version=registered.version,
+        storage_uri=registered.storage_uri,
+        sha256=registered.sha256,
+        manifest=manifest,
+    )
+    assert "v1" in said and manifest.metadata["version"] == "1"
+    rendered = Path(manifest.path).read_text()
+    assert f"models:/{staged['config']['model_name']}/1" in rendered  # a local store: from MLflow
 
     # With a champion, the drift report is evidently's page comparing its training sample.
     from kfp.dsl import HTML

@@ -63,3 +63,29 @@ def test_light_steps_import_no_heavy_library(
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [], (
         f"{step} imported heavy libraries"
     )
+
+
+def test_deploy_renders_from_the_location_register_hands_on_without_mlflow(
+    small_config: Config, tmp_path: Path
+) -> None:
+    script = (
+        "import json, sys\n"
+        "from ctpipe import stages\n"
+        "from ctpipe.config import from_dict\n"
+        "from ctpipe.deploy import ModelLocation\n"
+        "location = ModelLocation('3', 'ab' * 32, 's3://models/7/artifacts')\n"
+        "result = stages.deploy(from_dict(json.loads(sys.argv[1])), sys.argv[2], location=location)\n"
+        f"heavy = sorted({{n.split('.')[0] for n in sys.modules}} & {set(HEAVY)!r})\n"
+        "print(json.dumps([result.version, heavy]))\n"
+    )
+    manifest = tmp_path / "isvc.yaml"
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(small_config.to_dict()), str(manifest)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    version, heavy = json.loads(result.stdout.strip().splitlines()[-1])
+    assert version == "3" and heavy == [], f"deploy imported {heavy}"
+    text = manifest.read_text()
+    assert "s3://models/7/artifacts" in text and "ab" * 32 in text
