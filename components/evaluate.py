@@ -25,9 +25,11 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
     evaluation: Output[Artifact],
+    champion: Output[Artifact],
 ) -> bool:
     """Return True when the challenger is blessed. The single return value is what
-    dsl.If reads (kfp.local resolves conditions on a task's `Output` only)."""
+    dsl.If reads (kfp.local resolves conditions on a task's `Output` only). `champion`
+    is the champion judged against (version, training sample), for the drift report."""
     from pathlib import Path
 
     from ctpipe import stages, steplog
@@ -35,7 +37,7 @@ def evaluate(
 
     with steplog.step("evaluate") as say:
         result = stages.evaluate(
-            from_dict(config), model.path, test.path, schema.path, evaluation.path
+            from_dict(config), model.path, test.path, schema.path, evaluation.path, champion.path
         )
         for name, value in result.metrics.items():
             metrics.log_metric(f"test_{name}", value)

@@ -50,3 +50,40 @@ def write(
     Path(profile_out).write_bytes(profile.to_bytes())
     tables.write(sample(features, rows), sample_out)
     return features.num_rows
+
+
+CHAMPION_FILE = "champion.json"
+
+
+@dataclass(frozen=True)
+class ChampionSnapshot:
+    """The champion that evaluate judged against, as the drift report receives it: its
+    version and its training sample (None, with a note saying why, when there is none)."""
+
+    version: str | None
+    sample: Path | None
+    note: str = ""
+
+
+def write_snapshot(
+    out_dir: str | Path, version: str | None, sample_file: Path | None, note: str = ""
+) -> None:
+    import json
+    import shutil
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if sample_file is not None:
+        shutil.copyfile(sample_file, out / SAMPLE_FILE)
+    (out / CHAMPION_FILE).write_text(
+        json.dumps({"version": version, "sample": sample_file is not None, "note": note})
+    )
+
+
+def read_snapshot(out_dir: str | Path) -> ChampionSnapshot:
+    import json
+
+    out = Path(out_dir)
+    record = json.loads((out / CHAMPION_FILE).read_text())
+    sample = out / SAMPLE_FILE if record.get("sample") else None
+    return ChampionSnapshot(record.get("version"), sample, record.get("note", ""))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ctpipe.data.validation import ValidationResult
     from ctpipe.deploy import ModelLocation
     from ctpipe.evaluation import Evaluation
-    from ctpipe.registry import Registration
+    from ctpipe.registry import ModelRef, Registration
     from ctpipe.training.search import TrainResult
 
 
@@ -84,10 +84,14 @@ def split(
     return result
 
 
-def drift_report(config: Config, data_path: str, schema_path: str, report_out: str) -> str:
+def drift_report(
+    config: Config, data_path: str, schema_path: str, champion_path: str, report_out: str
+) -> str:
     """An evidently HTML report: the champion's training sample against the new data.
 
-    For people only; nothing downstream reads it, so it never decides a run's outcome.
+    `champion_path` is the snapshot evaluate wrote of the champion it judged against, so
+    the report and the gate speak of the same model and this step needs no MLflow. For
+    people only; nothing downstream reads it, so it never decides a run's outcome.
     """
     from ctpipe import drift_report as report_module
 
@@ -96,21 +100,23 @@ def drift_report(config: Config, data_path: str, schema_path: str, report_out: s
             report_module.placeholder("Drift reports are off (monitor.report_rows: 0).")
         )
         return "drift reports are off (monitor.report_rows: 0)"
-    from ctpipe import reference, registry
+    from ctpipe import reference
     from ctpipe.data import tables
 
-    schema = load_schema(schema_path)
-    champion = registry.champion(config)
-    if champion is None:
+    champion = reference.read_snapshot(champion_path)
+    if champion.version is None:
         Path(report_out).write_text(
             report_module.placeholder("No champion yet: nothing to compare the new data with.")
         )
         return "no champion yet: no drift report"
+    if champion.sample is None:
+        Path(report_out).write_text(report_module.placeholder(f"No drift report: {champion.note}"))
+        return f"warning: no drift report ({champion.note})"
+    schema = load_schema(schema_path)
     try:
-        files = registry.download_reference(champion)
         current = reference.sample(tables.read(data_path), config.monitor.report_rows).to_pandas()
         html = report_module.html(
-            tables.read(str(files.sample)).to_pandas(),
+            tables.read(str(champion.sample)).to_pandas(),
             current,
             schema.numeric_features,
             schema.categorical_features,
@@ -219,12 +225,18 @@ def select(
 
 
 def evaluate(
-    config: Config, model_path: str, test_path: str, schema_path: str, evaluation_out: str
+    config: Config,
+    model_path: str,
+    test_path: str,
+    schema_path: str,
+    evaluation_out: str,
+    champion_out: str,
 ) -> Evaluation:
     """Score the challenger and the current champion on the same newest rows; apply the gate.
 
     `evaluation_out` receives the decision and the champion version it was made against,
-    which `register` checks before it moves any alias.
+    which `register` checks before it moves any alias. `champion_out` receives a snapshot
+    of that champion (version and training sample) for the drift report.
     """
     import joblib
 
@@ -259,7 +271,26 @@ def evaluate(
         "champion_version": champion_ref.version if champion_ref else None,
     }
     Path(evaluation_out).write_text(json.dumps(record, indent=2))
+    _snapshot_champion(config, champion_ref, champion_out)
     return result
+
+
+def _snapshot_champion(config: Config, champion: ModelRef | None, out: str) -> None:
+    """What the drift report compares with; never fails the evaluation."""
+    from ctpipe import reference, registry
+
+    if champion is None:
+        reference.write_snapshot(out, None, None, "no champion yet")
+        return
+    if config.monitor.report_rows == 0:
+        reference.write_snapshot(out, champion.version, None, "drift reports are off")
+        return
+    try:
+        files = registry.download_reference(champion)
+    except Exception as exc:
+        reference.write_snapshot(out, champion.version, None, str(exc))
+        return
+    reference.write_snapshot(out, champion.version, files.sample)
 
 
 def register(
@@ -464,7 +495,7 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         "reference",
         "drift",
     )
-    p = {name: str(root / name) for name in (*names, "best", "evaluation", "manifest")}
+    p = {name: str(root / name) for name in (*names, "best", "evaluation", "champion", "manifest")}
     data = timed("ingest", ingest, config, p["data"])
     timed("validate", validate, config, p["data"], p["schema"], p["report"]).raise_if_failed()
     timed(
@@ -479,7 +510,6 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         p["profile"],
         p["reference"],
     )
-    timed("drift_report", drift_report, config, p["data"], p["schema"], p["drift"])
     trained = []
     for i, candidate in enumerate(timed("plan", plan, config)):
         path = str(root / f"model-{i}")
@@ -489,8 +519,16 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         trained.append((path, outcome.metadata()))
     selection = timed("select", select, config, trained, p["best"])
     evaluation = timed(
-        "evaluate", evaluate, config, p["best"], p["test"], p["schema"], p["evaluation"]
+        "evaluate",
+        evaluate,
+        config,
+        p["best"],
+        p["test"],
+        p["schema"],
+        p["evaluation"],
+        p["champion"],
     )
+    timed("drift_report", drift_report, config, p["data"], p["schema"], p["champion"], p["drift"])
     registration = None
     if evaluation.blessed:
         if infra:

@@ -2,7 +2,8 @@
 
 ingest -> validate -> split -> train x N (ParallelFor) -> select -> evaluate
        -> If(blessed): infra_validate -> register (MLflow alias `champion`) -> deploy
-               validate -> drift_report (evidently HTML, for people; nothing waits on it)
+       evaluate -> drift_report (evidently HTML of the champion it judged against, for people;
+                                 nothing waits on it)
 
 Two profiles compile from the same graph. `cpu` runs every step on ctpipe/base. `gpu` runs
 `train` on ctpipe/trainer-gpu with one `nvidia.com/gpu` and a toleration for GPU nodes. In
@@ -110,9 +111,6 @@ def _graph(config: dict, reason: str, profile: str) -> None:
     split_task = split(
         config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
     )
-    drift_report(
-        config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
-    )
     plan_task = plan(config=config)
 
     with dsl.ParallelFor(plan_task.output, name="candidates") as candidate:
@@ -132,6 +130,15 @@ def _graph(config: dict, reason: str, profile: str) -> None:
         model=select_task.outputs["best"],
         test=split_task.outputs["test"],
         schema=validate_task.outputs["schema"],
+    )
+
+    # For people: the new data against the training sample of the champion evaluate judged
+    # against. Nothing waits on it; in a cluster it runs beside infra-validate and register.
+    drift_report(
+        config=config,
+        data=ingest_task.outputs["data"],
+        schema=validate_task.outputs["schema"],
+        champion=evaluate_task.outputs["champion"],
     )
 
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP expression)

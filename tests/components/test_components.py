@@ -126,14 +126,33 @@ def test_split_profiles_the_training_slice(staged) -> None:
 def test_drift_report_without_a_champion_says_so(staged, tmp_path: Path) -> None:
     from kfp.dsl import HTML
 
+    from ctpipe import reference
     from ctpipe.components.drift_report import drift_report
 
+    champion = artifact(Artifact, tmp_path, "champion")
+    reference.write_snapshot(champion.path, None, None, "no champion yet")  # as evaluate does
     report = artifact(HTML, tmp_path, "drift.html")
     summary = drift_report.python_func(
-        config=staged["config"], data=staged["data"], schema=staged["schema"], report=report
+        config=staged["config"],
+        data=staged["data"],
+        schema=staged["schema"],
+        champion=champion,
+        report=report,
     )
     assert "no champion yet" in summary
     assert "No champion yet" in Path(report.path).read_text()
+
+    # A champion whose sample could not be fetched: a warning and a page saying why.
+    reference.write_snapshot(champion.path, "3", None, "no reference data in run 42")
+    summary = drift_report.python_func(
+        config=staged["config"],
+        data=staged["data"],
+        schema=staged["schema"],
+        champion=champion,
+        report=report,
+    )
+    assert summary == "warning: no drift report (no reference data in run 42)"
+    assert "no reference data in run 42" in Path(report.path).read_text()
 
 
 def test_split_slices_are_time_ordered(staged) -> None:
@@ -199,6 +218,7 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
         classification=classification,
         report=artifact(Markdown, tmp_path, "gate"),
         evaluation=evaluation,
+        champion=artifact(Artifact, tmp_path, "champion-before"),
     )
     assert blessed is True  # no champion yet, thresholds met
     assert 0.6 < metrics.metadata["test_roc_auc"] <= 1.0
@@ -238,14 +258,33 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
     rendered = Path(manifest.path).read_text()
     assert f"models:/{staged['config']['model_name']}/1" in rendered  # a local store: from MLflow
 
-    # With a champion, the drift report is evidently's page comparing its training sample.
+    # The next evaluation judges against v1 and hands its training sample to the drift
+    # report, which is evidently's page comparing it with the new data.
     from kfp.dsl import HTML
 
     from ctpipe.components.drift_report import drift_report
 
+    champion = artifact(Artifact, tmp_path, "champion")
+    evaluate.python_func(
+        config=staged["config"],
+        model=best,
+        test=staged["test"],
+        schema=staged["schema"],
+        metrics=artifact(Metrics, tmp_path, "test_metrics-2"),
+        classification=artifact(ClassificationMetrics, tmp_path, "classification-2"),
+        report=artifact(Markdown, tmp_path, "gate-2"),
+        evaluation=artifact(Artifact, tmp_path, "evaluation-2"),
+        champion=champion,
+    )
+    assert json.loads(Path(champion.path, "champion.json").read_text())["version"] == "1"
+    assert pq.read_table(Path(champion.path, "sample.parquet")).num_rows > 0
     page = artifact(HTML, tmp_path, "drift.html")
     summary = drift_report.python_func(
-        config=staged["config"], data=staged["data"], schema=staged["schema"], report=page
+        config=staged["config"],
+        data=staged["data"],
+        schema=staged["schema"],
+        champion=champion,
+        report=page,
     )
     assert "champion v1" in summary
     html = Path(page.path).read_text()
