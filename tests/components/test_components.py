@@ -130,27 +130,22 @@ def test_drift_report_without_a_champion_says_so(staged, tmp_path: Path) -> None
     from ctpipe.components.drift_report import drift_report
 
     champion = artifact(Artifact, tmp_path, "champion")
-    reference.write_snapshot(champion.path, None, None, "no champion yet")  # as evaluate does
     report = artifact(HTML, tmp_path, "drift.html")
-    summary = drift_report.python_func(
-        config=staged["config"],
-        data=staged["data"],
-        schema=staged["schema"],
-        champion=champion,
-        report=report,
-    )
-    assert "no champion yet" in summary
-    assert "No champion yet" in Path(report.path).read_text()
 
+    def report_on(version: str | None, note: str) -> str:
+        reference.write_snapshot(champion.path, version, None, note)  # as evaluate does
+        return drift_report.python_func(
+            config=staged["config"],
+            data=staged["data"],
+            schema=staged["schema"],
+            champion=champion,
+            report=report,
+        )
+
+    assert "no champion yet" in report_on(None, "no champion yet")
+    assert "No champion yet" in Path(report.path).read_text()
     # A champion whose sample could not be fetched: a warning and a page saying why.
-    reference.write_snapshot(champion.path, "3", None, "no reference data in run 42")
-    summary = drift_report.python_func(
-        config=staged["config"],
-        data=staged["data"],
-        schema=staged["schema"],
-        champion=champion,
-        report=report,
-    )
+    summary = report_on("3", "no reference data in run 42")
     assert summary == "warning: no drift report (no reference data in run 42)"
     assert "no reference data in run 42" in Path(report.path).read_text()
 
