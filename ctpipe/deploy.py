@@ -51,9 +51,9 @@ def service_name(config: Config) -> str:
     return name
 
 
-def locate(config: Config, ref: registry.ModelRef) -> ModelLocation:
+def locate(config: Config, ref: registry.ModelRef, mlflow_client: Any = None) -> ModelLocation:
     """The version's artifact location when KServe's storage initializer can fetch it."""
-    mlflow_client = registry.client(config)
+    mlflow_client = mlflow_client or registry.client(config)
     uri = str(mlflow_client.get_model_version_download_uri(ref.name, ref.version))
     return ModelLocation(
         ref.version, registry.expected_sha256(ref), uri if uri.startswith(DOWNLOADABLE) else None

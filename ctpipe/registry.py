@@ -296,8 +296,8 @@ class Registration:
     previous_version: str | None
     promoted: bool
     # Where the predictor finds this version: what deploy renders without asking MLflow.
-    storage_uri: str | None = None
-    sha256: str = ""
+    storage_uri: str | None  # None: KServe cannot fetch it; the predictor asks MLflow
+    sha256: str
 
     def describe(self) -> str:
         before = (

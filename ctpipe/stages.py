@@ -95,23 +95,28 @@ def drift_report(
     """
     from ctpipe import drift_report as report_module
 
+    def no_report(page: str, summary: str) -> str:
+        Path(report_out).write_text(report_module.placeholder(page))
+        return summary
+
     if config.monitor.report_rows == 0:
-        Path(report_out).write_text(
-            report_module.placeholder("Drift reports are off (monitor.report_rows: 0).")
+        return no_report(
+            "Drift reports are off (monitor.report_rows: 0).",
+            "drift reports are off (monitor.report_rows: 0)",
         )
-        return "drift reports are off (monitor.report_rows: 0)"
     from ctpipe import reference
     from ctpipe.data import tables
 
     champion = reference.read_snapshot(champion_path)
     if champion.version is None:
-        Path(report_out).write_text(
-            report_module.placeholder("No champion yet: nothing to compare the new data with.")
+        return no_report(
+            "No champion yet: nothing to compare the new data with.",
+            "no champion yet: no drift report",
         )
-        return "no champion yet: no drift report"
     if champion.sample is None:
-        Path(report_out).write_text(report_module.placeholder(f"No drift report: {champion.note}"))
-        return f"warning: no drift report ({champion.note})"
+        return no_report(
+            f"No drift report: {champion.note}", f"warning: no drift report ({champion.note})"
+        )
     schema = load_schema(schema_path)
     try:
         current = reference.sample(tables.read(data_path), config.monitor.report_rows).to_pandas()
@@ -124,10 +129,9 @@ def drift_report(
             config.monitor.report_rows,
         )
     except Exception as exc:  # a report must never fail the run that a gate already judged
-        Path(report_out).write_text(
-            report_module.placeholder(f"The drift report could not be built: {exc}")
+        return no_report(
+            f"The drift report could not be built: {exc}", f"warning: no drift report ({exc})"
         )
-        return f"warning: no drift report ({exc})"
     Path(report_out).write_text(html)
     return f"drift report: champion v{champion.version}'s training sample vs the new data"
 
@@ -367,9 +371,10 @@ def register(
         },
         input_example=example.head(5),
     )
-    previous = registry.promote(config, version, expected_champion)
-    stored = registry.version_ref(registry.client(config), config.model_name, version)
-    location = deploy_module.locate(config, stored)
+    mlflow_client = registry.client(config)
+    previous = registry.promote(config, version, expected_champion, mlflow_client)
+    stored = registry.version_ref(mlflow_client, config.model_name, version)
+    location = deploy_module.locate(config, stored, mlflow_client)
     return Registration(
         config.model_name, version, run_id, previous, True, location.storage_uri, location.sha256
     )
@@ -455,7 +460,7 @@ def _locate(config: Config, version: str | None) -> ModelLocation:
     )
     if ref is None:
         raise RegistryError(f"{config.model_name!r} has no champion to deploy")
-    return deploy_module.locate(config, ref)
+    return deploy_module.locate(config, ref, mlflow_client)
 
 
 @dataclass

@@ -282,7 +282,9 @@ class PredictionLogWriter:
             batch = list(records)
         for record in batch:
             if not isinstance(record, Prediction | PredictionBatch):
-                raise TypeError(f"expected Prediction, got {type(record).__name__}")
+                raise TypeError(
+                    f"expected Prediction or PredictionBatch, got {type(record).__name__}"
+                )
         rows = _rows_in(batch)
         if not rows:
             return

@@ -131,7 +131,7 @@ def serve(args: argparse.Namespace) -> None:
     model = build_model(args)
     model.load()
     model_server.app.add_middleware(InferenceGuard, max_body_bytes=args.max_body_bytes)
-    _listen_on(args.host)
+    customize_rest_server(args.host)
     kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -142,10 +142,11 @@ def serve(args: argparse.Namespace) -> None:
     model.stop()  # flush the prediction log once the server has stopped
 
 
-def _listen_on(host: str) -> None:
-    """KServe's REST server always binds 0.0.0.0; a laptop server should listen on loopback.
+def customize_rest_server(host: str) -> None:
+    """The REST server ctpipe's predictor runs: KServe's, with two changes. KServe always
+    binds 0.0.0.0; a laptop server should listen on loopback.
 
-    It also adds a timing middleware that logs a line with wall and CPU time for every
+    KServe also adds a timing middleware that logs a line with wall and CPU time for every
     request (~0.15 ms of a single-row request); ctpipe's own Prometheus histogram already
     records the latency, so that middleware is left out."""
     from kserve import model_server
