@@ -11,10 +11,9 @@ from ctpipe.components.images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register(
     config: dict,
-    model: Input[Model],
+    served: Input[Model],
     schema: Input[Artifact],
     evaluation: Input[Artifact],
-    test: Input[Dataset],
     profile: Input[Artifact],
     reference: Input[Dataset],
     data: Input[Dataset],
@@ -22,9 +21,10 @@ def register(
     kfp_run_name: str,
     reason: str,
 ) -> NamedTuple("Outputs", [("version", str), ("storage_uri", str), ("sha256", str)]):  # type: ignore[valid-type]  # KFP reads this form
-    """Register a new model version with its training snapshot (`profile`, `reference`);
-    move `champion` to it and `previous` to the old one. Returns the version and where it
-    is stored (storage_uri "" when KServe cannot fetch it; the predictor then asks MLflow)."""
+    """Register the model directory infra validation served (`served`) as a new version,
+    with its training snapshot (`profile`, `reference`); move `champion` to it and
+    `previous` to the old one. Returns the version and where it is stored (storage_uri ""
+    when KServe cannot fetch it; the predictor then asks MLflow)."""
     from collections import namedtuple
 
     from ctpipe import stages, steplog
@@ -33,11 +33,10 @@ def register(
     with steplog.step("register") as say:
         registration = stages.register(
             from_dict(config),
-            model_path=model.path,
-            model_metadata=dict(model.metadata),
+            served_path=served.path,
+            served_metadata=dict(served.metadata),
             schema_path=schema.path,
             evaluation_path=evaluation.path,
-            test_path=test.path,
             profile_path=profile.path,
             sample_path=reference.path,
             dataset_metadata=dict(data.metadata),

@@ -27,6 +27,7 @@ import numpy as np
 
 from ctpipe.config import Config
 from ctpipe.errors import CtpipeError
+from ctpipe.registry import SavedModel
 
 SINGLE_ROW_REQUESTS = 40
 
@@ -52,25 +53,6 @@ class InfraResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def save_model_dir(model: Any, example: Any, target: Path) -> str:
-    """Write the model as the registry will store it (MLflow sklearn, cloudpickle);
-    returns the pickle's SHA-256."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
-    from ctpipe import registry
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.sklearn.save_model(
-        model,
-        str(target),
-        signature=infer_signature(example, model.predict(example)),
-        serialization_format="cloudpickle",
-        pip_requirements=registry.requirements(),
-    )
-    return registry.file_sha256(target / registry.PICKLE_FILE)
 
 
 def _free_port() -> int:
@@ -114,17 +96,16 @@ def v2_request(frame: Any, request_id: str) -> dict[str, Any]:
     return {"id": request_id, "inputs": inputs}
 
 
-def validate(config: Config, model: Any, frame: Any, work: Path | None = None) -> InfraResult:
-    """Serve `model` in a subprocess and check it against itself on `frame`."""
+def validate(config: Config, model: Any, saved: SavedModel, frame: Any) -> InfraResult:
+    """Serve `saved` (`model`, written as the registry stores it) in a subprocess and check
+    it against `model` on `frame`."""
     deploy = config.deploy
     frame = frame.head(deploy.infra_rows)
-    work = work or Path(tempfile.mkdtemp(prefix="ctpipe-infra-"))
-    model_dir = work / "model"
-    sha = save_model_dir(model, frame.head(5), model_dir)
+    work = Path(tempfile.mkdtemp(prefix="ctpipe-infra-"))
     port = _free_port()
     command = [
         sys.executable, "-m", "ctpipe.serving", "--model_name", config.model_name, "--http_port", str(port),
-        "--host", "127.0.0.1", "--enable_grpc", "false", "--model-uri", str(model_dir), "--model-sha256", sha,
+        "--host", "127.0.0.1", "--enable_grpc", "false", "--model-uri", saved.path, "--model-sha256", saved.sha256,
         "--model-version", "challenger", "--reload-seconds", "0",
     ]  # fmt: skip
     log = (work / "server.log").open("w")

@@ -13,6 +13,7 @@ every scikit-learn module, torch included, which costs seconds in each step.)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -310,26 +311,110 @@ class Registration:
         )
 
 
+@dataclass(frozen=True)
+class SavedModel:
+    """A model written as an MLflow sklearn directory: what infra validation serves and
+    register logs, byte for byte."""
+
+    path: str
+    sha256: str  # of the pickle
+    classes: tuple[Any, ...]  # predict_proba's column order; () for a regressor
+    train_device: str | None  # a torch MLP's training device, else None
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "classes": json.dumps(list(self.classes)),
+            "train_device": self.train_device or "",
+        }
+
+    @classmethod
+    def from_metadata(cls, path: str, meta: dict[str, Any]) -> SavedModel:
+        return cls(
+            path,
+            str(meta["sha256"]),
+            tuple(json.loads(meta["classes"])),
+            str(meta.get("train_device") or "") or None,
+        )
+
+
+def save_model_dir(model: Any, example: Any, target: str | Path) -> SavedModel:
+    """Write `model` as the registry stores it: MLflow sklearn format, cloudpickle, with
+    its signature and `example` as the input example."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from ctpipe.training.torch_mlp import train_device
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.sklearn.save_model(
+        model,
+        str(target),
+        signature=infer_signature(example, model.predict(example)),
+        input_example=example,
+        serialization_format="cloudpickle",
+        # Listing requirements skips MLflow's slow import-tracing inference.
+        pip_requirements=requirements(),
+    )
+    classes = getattr(model, "classes_", None)
+    return SavedModel(
+        str(target),
+        file_sha256(Path(target) / PICKLE_FILE),
+        tuple(c.item() if hasattr(c, "item") else c for c in classes)
+        if classes is not None
+        else (),
+        train_device(model),
+    )
+
+
+# What Model.log assigns to a logged model; everything else comes from the saved directory.
+_LOGGED_IDENTITY = frozenset(
+    {"artifact_path", "run_id", "model_uuid", "model_id", "utc_time_created"}
+)
+
+
+def _saved_dir_flavor(source: str) -> Any:
+    """A `flavor` for mlflow.models.Model.log whose save_model copies a directory that
+    save_model_dir wrote, keeping the identity (run, model id) that Model.log assigns.
+
+    Logging the directory rather than the model object registers exactly the bytes that
+    were served, and keeps scikit-learn's import (seconds) out of the register step.
+    """
+    import types
+
+    from mlflow.models import Model
+
+    def save_model(path: str, mlflow_model: Any, **_: Any) -> None:
+        shutil.copytree(source, path)
+        mlmodel = os.path.join(path, "MLmodel")
+        for name, value in vars(Model.load(mlmodel)).items():
+            if name not in _LOGGED_IDENTITY:
+                setattr(mlflow_model, name, value)
+        mlflow_model.save(mlmodel)
+
+    # Model.log records flavor.__name__ on the logged model, as for mlflow.sklearn itself.
+    return types.SimpleNamespace(__name__="mlflow.sklearn", save_model=save_model)
+
+
 def log_and_register(
     config: Config,
-    model: Any,
+    saved: SavedModel,
     *,
     run_name: str,
     params: dict[str, Any],
     metrics: dict[str, float],
     tags: dict[str, str],
     texts: dict[str, str],
-    input_example: Any,
     files: dict[str, str] | None = None,
 ) -> tuple[str, str]:
-    """Log a run with the model and register a new version. Returns (run_id, version).
+    """Log a run with the saved model directory and register a new version.
+    Returns (run_id, version).
 
     No alias moves here: a registered version is inert until `promote`.
     """
     import mlflow
     import mlflow.artifacts
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.models import Model
 
     mlflow_client = client(config)
     experiment = experiment_id(mlflow_client, config)
@@ -347,16 +432,15 @@ def log_and_register(
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(local, target)
                 mlflow.log_artifacts(staging)
-        signature = infer_signature(input_example, model.predict(input_example))
-        info = mlflow.sklearn.log_model(
-            model,
+        info = Model.log(
+            artifact_path=None,
             name=MODEL_ARTIFACT,
-            signature=signature,
-            input_example=input_example,
+            flavor=_saved_dir_flavor(saved.path),
             registered_model_name=config.model_name,
-            # Listing requirements skips MLflow's slow import-tracing inference.
-            pip_requirements=requirements(),
             serialization_format="cloudpickle",
+            # MLflow's check loads the model and predicts on the example; the directory
+            # was already served and checked over REST (infra validation).
+            validate_serving_input=False,
         )
         version = str(info.registered_model_version)
         # Hash what the registry holds (not our local copy): that is what loaders get.
@@ -366,6 +450,11 @@ def log_and_register(
             )
         )
         checksum = file_sha256(stored / PICKLE_FILE)
+        if checksum != saved.sha256:
+            raise RegistryError(
+                f"{config.model_name} v{version}: the stored {PICKLE_FILE} has SHA-256 {checksum[:16]}…, "
+                f"but the saved model had {saved.sha256[:16]}…; the copy into the registry changed it"
+            )
         mlflow.set_tag(TAG_MODEL_SHA256, checksum)
     version_tags = {k: v for k, v in tags.items() if k in _VERSION_TAGS}
     for key, value in {**version_tags, TAG_MODEL_SHA256: checksum}.items():

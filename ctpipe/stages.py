@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from ctpipe.data.validation import ValidationResult
     from ctpipe.deploy import ModelLocation
     from ctpipe.evaluation import Evaluation
-    from ctpipe.registry import ModelRef, Registration
+    from ctpipe.infra_validation import InfraResult
+    from ctpipe.registry import ModelRef, Registration, SavedModel
     from ctpipe.training.search import TrainResult
 
 
@@ -150,13 +151,12 @@ def load_schema(path: str) -> Schema:
 
 def load_frame(path: str, schema: Schema, extra: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """Features (a pandas DataFrame, as the model sees them) and labels of a slice."""
-    import pyarrow.parquet as pq
-
+    from ctpipe.data import tables
     from ctpipe.data.schema import label_values
 
-    available = set(pq.read_schema(path).names)
+    available = set(tables.read_schema(path).names)
     wanted = [c for c in dict.fromkeys([*schema.feature_names, *extra]) if c in available]
-    table = pq.read_table(path, columns=[*wanted, schema.target])
+    table = tables.read(path, columns=[*wanted, schema.target])
     labels = table.column(schema.target)
     if schema.task == "classification":
         labels = label_values(labels)
@@ -300,11 +300,10 @@ def _snapshot_champion(config: Config, champion: ModelRef | None, out: str) -> N
 def register(
     config: Config,
     *,
-    model_path: str,
-    model_metadata: dict[str, Any],
+    served_path: str,
+    served_metadata: dict[str, Any],
     schema_path: str,
     evaluation_path: str,
-    test_path: str,
     profile_path: str,
     sample_path: str,
     dataset_metadata: dict[str, Any],
@@ -312,15 +311,16 @@ def register(
     kfp_run_name: str,
     reason: str,
 ) -> Registration:
-    """Log the blessed challenger to MLflow, register it and make it the champion."""
-    import joblib
+    """Log the blessed challenger to MLflow, register it and make it the champion.
 
+    `served_path` is the model directory infra validation served (see `infra_validate`);
+    that directory is what gets registered, so the model itself is never loaded here.
+    """
     from ctpipe import deploy as deploy_module
     from ctpipe import reference, registry
     from ctpipe.evaluation import Evaluation
-    from ctpipe.registry import Registration
+    from ctpipe.registry import Registration, SavedModel
     from ctpipe.training.search import TrainResult
-    from ctpipe.training.torch_mlp import train_device
 
     evaluation_raw = json.loads(Path(evaluation_path).read_text())
     result = Evaluation.from_dict(evaluation_raw["evaluation"])
@@ -329,10 +329,9 @@ def register(
         raise ValueError(
             "register was called for a challenger the gate refused"
         )  # pipeline wiring bug
-    trained = TrainResult.from_metadata(model_metadata)
+    trained = TrainResult.from_metadata(served_metadata)
+    saved = SavedModel.from_metadata(served_path, served_metadata)
     schema = load_schema(schema_path)
-    model = joblib.load(model_path)
-    example, _ = load_frame(test_path, schema)
     tags = {
         registry.TAG_DATASET_URI: str(dataset_metadata.get("source", "")),
         registry.TAG_DATASET_HASH: str(dataset_metadata.get("content_hash", "")),
@@ -344,7 +343,7 @@ def register(
         registry.TAG_REASON: reason,
         registry.TAG_CANDIDATE: trained.candidate.id,
         registry.TAG_TEST_METRICS: json.dumps({k: round(v, 6) for k, v in result.metrics.items()}),
-        registry.TAG_CLASSES: json.dumps(_classes(model)),
+        registry.TAG_CLASSES: json.dumps(list(saved.classes)),
     }
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     metrics[f"validation_{trained.metric}"] = trained.score
@@ -354,12 +353,11 @@ def register(
             {"gate_improvement": c.improvement, "gate_ci_low": c.low, "gate_ci_high": c.high}
         )
     params = {"family": trained.candidate.family, **trained.candidate.params}
-    device = train_device(model)
-    if device is not None:  # the device it actually trained on, not the "auto" it was asked for
-        params["device"] = device
+    if saved.train_device is not None:  # the device it trained on, not the "auto" asked for
+        params["device"] = saved.train_device
     run_id, version = registry.log_and_register(
         config,
-        model,
+        saved,
         run_name=kfp_run_name or f"ctpipe-{trained.candidate.id}",
         params=params,
         metrics=metrics,
@@ -369,7 +367,6 @@ def register(
             f"{reference.ARTIFACT_DIR}/{reference.PROFILE_FILE}": profile_path,
             f"{reference.ARTIFACT_DIR}/{reference.SAMPLE_FILE}": sample_path,
         },
-        input_example=example.head(5),
     )
     mlflow_client = registry.client(config)
     previous = registry.promote(config, version, expected_champion, mlflow_client)
@@ -380,24 +377,32 @@ def register(
     )
 
 
-def _classes(model: Any) -> list[Any]:
-    """The class labels in predict_proba's column order ([] for a regressor)."""
-    classes = getattr(model, "classes_", None)
-    return [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []
-
-
-def infra_validate(config: Config, model_path: str, test_path: str, schema_path: str) -> Any:
-    """Serve the challenger in the serving runtime and check it answers like itself.
+def infra_validate(
+    config: Config, model_path: str, test_path: str, schema_path: str, served_out: str
+) -> tuple[InfraResult, SavedModel]:
+    """Save the challenger as the registry will store it (to `served_out`), serve that
+    directory in the serving runtime, and check it answers like the model itself.
 
     Raises InfraValidationFailed (the run stops; nothing is registered) otherwise.
     """
-    import joblib
-
     from ctpipe import infra_validation
 
-    schema = load_schema(schema_path)
-    frame, _ = load_frame(test_path, schema)
-    return infra_validation.validate(config, joblib.load(model_path), frame)
+    model, frame, saved = save_challenger(model_path, test_path, schema_path, served_out)
+    return infra_validation.validate(config, model, saved, frame), saved
+
+
+def save_challenger(
+    model_path: str, test_path: str, schema_path: str, served_out: str
+) -> tuple[Any, Any, SavedModel]:
+    """The challenger, its test features, and the challenger saved in the registry's
+    format to `served_out` (the first test rows as its input example)."""
+    import joblib
+
+    from ctpipe import registry
+
+    model = joblib.load(model_path)
+    frame, _ = load_frame(test_path, load_schema(schema_path))
+    return model, frame, registry.save_model_dir(model, frame.head(5), served_out)
 
 
 @dataclass(frozen=True)
@@ -500,7 +505,10 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         "reference",
         "drift",
     )
-    p = {name: str(root / name) for name in (*names, "best", "evaluation", "champion", "manifest")}
+    p = {
+        name: str(root / name)
+        for name in (*names, "best", "evaluation", "champion", "served", "manifest")
+    }
     data = timed("ingest", ingest, config, p["data"])
     timed("validate", validate, config, p["data"], p["schema"], p["report"]).raise_if_failed()
     timed(
@@ -537,16 +545,25 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
     registration = None
     if evaluation.blessed:
         if infra:
-            timed("infra_validate", infra_validate, config, p["best"], p["test"], p["schema"])
+            _, saved = timed(
+                "infra_validate",
+                infra_validate,
+                config,
+                p["best"],
+                p["test"],
+                p["schema"],
+                p["served"],
+            )
+        else:  # register takes the directory infra validation would have served
+            _, _, saved = save_challenger(p["best"], p["test"], p["schema"], p["served"])
         registration = timed(
             "register",
             register,
             config,
-            model_path=p["best"],
-            model_metadata=selection.chosen.metadata(),
+            served_path=saved.path,
+            served_metadata={**selection.chosen.metadata(), **saved.metadata()},
             schema_path=p["schema"],
             evaluation_path=p["evaluation"],
-            test_path=p["test"],
             profile_path=p["profile"],
             sample_path=p["reference"],
             dataset_metadata=data.metadata(),

@@ -7,6 +7,8 @@ step with its message and a non-zero exit, instead of a traceback.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,8 @@ def line(step: str, message: str) -> str:
 def step(name: str) -> Iterator[Callable[[str], None]]:
     """Run a step body; yields a function that prints one progress line."""
 
+    _skip_the_final_collection()
+
     def say(message: str) -> None:
         for text in message.splitlines() or [""]:
             print(line(name, text), flush=True)
@@ -35,3 +39,21 @@ def step(name: str) -> Iterator[Callable[[str], None]]:
         for text in str(exc).splitlines():
             print(line(name, f"{ERROR} {text}"), flush=True)
         sys.exit(exc.exit_code)
+
+
+_final_collection_skipped = False
+
+
+def _skip_the_final_collection() -> None:
+    """At exit, freeze the garbage collector's objects instead of collecting them.
+
+    A step is a process of its own. The interpreter's last collection walks every object
+    the step's libraries made: ~1 s after MLflow and SQLAlchemy, ~0.3 s after
+    scikit-learn, paid again by every step. Freezing skips that walk only; atexit
+    handlers (logging's flush among them) still run, and the steps close their files
+    themselves.
+    """
+    global _final_collection_skipped
+    if not _final_collection_skipped:
+        atexit.register(gc.freeze)
+        _final_collection_skipped = True

@@ -151,17 +151,16 @@ def _graph(config: dict, reason: str, profile: str) -> None:
         )
         register_task = register(
             config=config,
-            model=select_task.outputs["best"],
+            served=infra_task.outputs["served"],
             schema=validate_task.outputs["schema"],
             evaluation=evaluate_task.outputs["evaluation"],
-            test=split_task.outputs["test"],
             profile=split_task.outputs["profile"],
             reference=split_task.outputs["reference"],
             data=ingest_task.outputs["data"],
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             reason=reason,
-        ).after(infra_task)
+        )
         deploy(
             config=config,
             version=register_task.outputs["version"],

@@ -141,9 +141,7 @@ def read_file(uri: str, configured_format: str = "auto") -> pa.Table:
             options = pcsv.ReadOptions(block_size=max(len(data) + 1, 1 << 20))
             return pcsv.read_csv(buffer, read_options=options)
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(buffer)
+            return tables.read(buffer)
         import pyarrow.json as pjson
 
         return pjson.read_json(

@@ -49,8 +49,19 @@ def with_file_infos(table: pa.Table, infos: list[FileInfo]) -> pa.Table:
     )
 
 
-def read(path: str, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=columns)
+def read(source: Any, columns: list[str] | None = None, **options: Any) -> pa.Table:
+    """One Parquet file (a path or a buffer) as a table, schema metadata included.
+
+    Through ParquetFile rather than pq.read_table: read_table goes through
+    pyarrow.dataset, whose import costs ~0.4 s in every fresh step process.
+    """
+    with pq.ParquetFile(source, **options) as file:
+        return file.read(columns=columns)
+
+
+def read_schema(path: str) -> pa.Schema:
+    with pq.ParquetFile(path) as file:
+        return file.schema_arrow
 
 
 def write(table: pa.Table, path: str) -> None:

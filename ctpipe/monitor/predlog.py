@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ctpipe import storage
+from ctpipe.data import tables
 from ctpipe.data.tables import is_numeric, is_text
 from ctpipe.errors import DataError
 
@@ -709,7 +710,7 @@ def _read_all(files: list[str], read: Callable[[str], pa.Table]) -> list[pa.Tabl
 def _read_parquet(uri: str, kind: str, required: Sequence[str]) -> pa.Table:
     data = storage.read_bytes(uri)
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        table = tables.read(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{uri}: not a readable Parquet {kind} file ({exc})") from exc
     missing = [name for name in required if name not in table.column_names]

@@ -10,6 +10,7 @@ import pytest
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from ctpipe.components.evaluate import evaluate
+from ctpipe.components.infra_validate import infra_validate
 from ctpipe.components.ingest import ingest
 from ctpipe.components.plan import plan
 from ctpipe.components.register import register
@@ -222,12 +223,25 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
         and "confidenceMetrics" in classification.metadata
     )
 
-    registered = register.python_func(
+    # infra-validate serves the challenger from the directory that register then logs.
+    served = artifact(Model, tmp_path, "served")
+    said = infra_validate.python_func(
         config=staged["config"],
         model=best,
+        test=staged["test"],
+        schema=staged["schema"],
+        served=served,
+    )
+    assert "identically" in said
+    assert served.metadata["candidate"] == best.metadata["candidate"]
+    assert json.loads(served.metadata["classes"]) == [0, 1]
+    assert (Path(served.path) / "MLmodel").is_file()
+
+    registered = register.python_func(
+        config=staged["config"],
+        served=served,
         schema=staged["schema"],
         evaluation=evaluation,
-        test=staged["test"],
         profile=staged["profile"],
         reference=staged["reference"],
         data=staged["data"],
@@ -236,7 +250,7 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
         reason="manual",
     )
     assert registered.version == "1"
-    assert len(registered.sha256) == 64
+    assert registered.sha256 == served.metadata["sha256"], "registered bytes differ from served"
 
     # Deploy renders from what register handed on: no MLflow lookup in that step.
     from ctpipe.components.deploy import deploy

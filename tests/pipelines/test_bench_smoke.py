@@ -33,4 +33,4 @@ def test_pipeline_overhead_bench_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ratio pipeline / in-process:" in result.stdout
-    assert (tmp_path / "state-pipeline" / "mlflow.db").exists()
+    assert (tmp_path / "round-1" / "state-pipeline" / "mlflow.db").exists()

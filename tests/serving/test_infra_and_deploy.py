@@ -34,30 +34,39 @@ def _frame_and_model(config: Config, estimator: Any) -> tuple[Any, Any]:
     return frame[schema.feature_names], model
 
 
-def test_a_faithful_challenger_passes(small_config: Config) -> None:
+def _serve(config: Config, model: Any, frame: Any, tmp_path: Path) -> Any:
+    """Infra validation as the pipeline step runs it: on the directory register will log."""
+    return validate(
+        config, model, registry.save_model_dir(model, frame.head(5), tmp_path / "served"), frame
+    )
+
+
+def test_a_faithful_challenger_passes(small_config: Config, tmp_path: Path) -> None:
     frame, model = _frame_and_model(
         small_config, build_estimator("linear", "classification", {}, seed=0)
     )
-    result = validate(small_config, model, frame)
+    result = _serve(small_config, model, frame, tmp_path)
     assert result.identical and result.rows == 200 and result.max_score_difference == 0.0
     assert 0 < result.p50_ms <= result.p95_ms <= small_config.deploy.infra_latency_ms
 
 
-def test_a_challenger_that_serves_differently_is_refused(small_config: Config) -> None:
+def test_a_challenger_that_serves_differently_is_refused(
+    small_config: Config, tmp_path: Path
+) -> None:
     frame, model = _frame_and_model(small_config, DiffersWhenServed(offset=0.2))
     with pytest.raises(
         InfraValidationFailed, match=r"differ from in-process ones on \d+ of 200 test rows"
     ):
-        validate(small_config, model, frame)
+        _serve(small_config, model, frame, tmp_path)
 
 
-def test_a_budget_it_cannot_meet_fails_the_check(small_config: Config) -> None:
+def test_a_budget_it_cannot_meet_fails_the_check(small_config: Config, tmp_path: Path) -> None:
     strict = small_config.replace(
         deploy=dataclasses.replace(small_config.deploy, infra_latency_ms=0.001)
     )
     frame, model = _frame_and_model(strict, build_estimator("linear", "classification", {}, seed=0))
     with pytest.raises(InfraValidationFailed, match="over the budget"):
-        validate(strict, model, frame)
+        _serve(strict, model, frame, tmp_path)
 
 
 def test_the_pipeline_step_refuses_it_and_the_champion_stays(
@@ -84,6 +93,7 @@ def test_the_pipeline_step_refuses_it_and_the_champion_stays(
             model=Model(uri=str(tmp_path / "challenger")),
             test=Dataset(uri=str(tmp_path / "test")),
             schema=Artifact(uri=str(tmp_path / "schema")),
+            served=Model(uri=str(tmp_path / "served")),
         )
     assert registry.champion(served_config).version == before.version
 

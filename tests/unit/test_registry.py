@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ctpipe import registry
@@ -26,15 +28,15 @@ def _model(config: Config) -> tuple[Any, Any]:
 
 
 def _register(config: Config, model: Any, example: Any) -> str:
+    saved = registry.save_model_dir(model, example.head(3), Path(tempfile.mkdtemp()) / "model")
     _, version = registry.log_and_register(
         config,
-        model,
+        saved,
         run_name="test",
         params={"family": "linear"},
         metrics={"test_roc_auc": 0.8},
         tags={registry.TAG_KFP_RUN_ID: "run-1"},
         texts={"note.md": "hello"},
-        input_example=example.head(3),
     )
     return version
 
@@ -107,11 +109,9 @@ def test_rollback_swaps_champion_and_previous(small_config: Config) -> None:
 
 
 def _saved(tmp_path: Path, config: Config) -> tuple[Path, str, Any, Any]:
-    from ctpipe.infra_validation import save_model_dir
-
     model, example = _model(config)
     target = tmp_path / "model"
-    return target, save_model_dir(model, example.head(5), target), model, example
+    return target, registry.save_model_dir(model, example.head(5), target).sha256, model, example
 
 
 def test_a_model_directory_loads_without_mlflow(small_config: Config, tmp_path: Path) -> None:
@@ -159,3 +159,50 @@ def test_a_model_directory_in_another_format_is_refused(
     mlmodel.unlink()
     with pytest.raises(RegistryError, match="MLmodel does not exist; not an MLflow model"):
         registry.load_model_dir(target, sha, "challenger")
+
+
+def test_registering_a_saved_directory_never_loads_the_model(
+    small_config: Config, tmp_path: Path
+) -> None:
+    """register logs the directory infra validation served, byte for byte, and so needs
+    neither scikit-learn nor the model (seconds of import and unpickling per run)."""
+    import json
+    import subprocess
+    import sys
+
+    model, example = _model(small_config)
+    saved = registry.save_model_dir(model, example.head(3), tmp_path / "served")
+    script = (
+        "import json, sys\n"
+        "from ctpipe import registry\n"
+        "from ctpipe.config import from_dict\n"
+        "config = from_dict(json.loads(sys.argv[1]))\n"
+        "saved = registry.SavedModel.from_metadata(sys.argv[2], json.loads(sys.argv[3]))\n"
+        "_, version = registry.log_and_register(config, saved, run_name='t', params={}, metrics={},\n"
+        "                                       tags={}, texts={})\n"
+        "print(json.dumps({'version': version, 'sklearn': 'sklearn' in sys.modules}))\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            json.dumps(small_config.to_dict()),
+            saved.path,
+            json.dumps(saved.metadata()),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {"version": "1", "sklearn": False}
+    registry.promote(small_config, "1", expected_champion=None)
+    ref = registry.champion(small_config)
+    assert ref.tags[registry.TAG_MODEL_SHA256] == saved.sha256
+    stored = registry.download_model(ref)
+    for name in ("model.pkl", "input_example.json"):
+        assert (stored / name).read_bytes() == (tmp_path / "served" / name).read_bytes()
+    np.testing.assert_array_equal(
+        registry.load_model(ref).predict_proba(example), model.predict_proba(example)
+    )

@@ -433,17 +433,18 @@ def test_config_knows_the_family_and_its_params(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- MLflow
 
 
-def test_round_trip_through_mlflow(small_config: Config) -> None:
+def test_round_trip_through_mlflow(small_config: Config, tmp_path: Path) -> None:
     model, x, _ = fitted_pipeline()
+    saved = registry.save_model_dir(model, x.head(3), tmp_path / "model")
+    assert saved.train_device == train_device(model) == "cpu"
     _, version = registry.log_and_register(
         small_config,
-        model,
+        saved,
         run_name="torch",
-        params={"family": "torch_mlp", "device": train_device(model)},
+        params={"family": "torch_mlp", "device": saved.train_device},
         metrics={"test_roc_auc": 0.8},
         tags={registry.TAG_KFP_RUN_ID: "run-1"},
         texts={},
-        input_example=x.head(3),
     )
     registry.promote(small_config, version, expected_champion=None)
     ref = registry.champion(small_config)
