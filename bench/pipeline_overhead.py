@@ -21,9 +21,7 @@ the ratio of the summed times as well as each round's.
 from __future__ import annotations
 
 import argparse
-import atexit
 import dataclasses
-import gc
 import io
 import json
 import os
@@ -36,7 +34,7 @@ import time
 from pathlib import Path
 
 from ctpipe import config as config_module
-from ctpipe import stages
+from ctpipe import stages, steplog
 from ctpipe.data import synthetic
 from ctpipe.training.families import THREADS_ENV
 
@@ -61,8 +59,7 @@ def main() -> None:
     parser.add_argument("--config-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        # As every pipeline step does (ctpipe.steplog): no final garbage collection at exit.
-        atexit.register(gc.freeze)
+        steplog.skip_final_collection()  # as every pipeline step does
         cpus = os.cpu_count() or 2
         SIDES[args.side](
             config_module.from_dict(json.loads(args.config_json)), Path(args.keep), cpus

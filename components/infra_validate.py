@@ -22,10 +22,9 @@ def infra_validate(
     from ctpipe.config import from_dict
 
     with steplog.step("infra-validate") as say:
-        result, saved = stages.infra_validate(
-            from_dict(config), model.path, test.path, schema.path, served.path
+        result, metadata = stages.infra_validate(
+            from_dict(config), model.path, dict(model.metadata), test.path, schema.path, served.path
         )
-        # The training record travels with the directory: register needs nothing else.
-        served.metadata.update({**model.metadata, **saved.metadata()})
+        served.metadata.update(metadata)  # with the training record: all register reads
         say(result.describe())
         return result.describe()

@@ -390,7 +390,7 @@ def read_window(path: str | Path, profile: ReferenceProfile) -> pa.Table:
     from ctpipe.data import tables
 
     try:
-        schema = tables.read_schema(str(path))
+        schema = tables.read_schema(path)
         absent = [c for c in profile.names if c not in schema.names]
         if absent:
             raise DataError(
@@ -406,7 +406,7 @@ def read_window(path: str | Path, profile: ReferenceProfile) -> pa.Table:
                 or pa.types.is_large_string(schema.field(name).type)
             )
         ]
-        return tables.read(str(path), columns=profile.names, read_dictionary=text or None)
+        return tables.read(path, columns=profile.names, read_dictionary=text or None)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot read the current window as Parquet ({exc})") from exc
 

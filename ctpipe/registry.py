@@ -334,7 +334,7 @@ class SavedModel:
             path,
             str(meta["sha256"]),
             tuple(json.loads(meta["classes"])),
-            str(meta.get("train_device") or "") or None,
+            meta.get("train_device") or None,
         )
 
 

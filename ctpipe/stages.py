@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ctpipe.deploy import ModelLocation
     from ctpipe.evaluation import Evaluation
     from ctpipe.infra_validation import InfraResult
-    from ctpipe.registry import ModelRef, Registration, SavedModel
+    from ctpipe.registry import ModelRef, Registration
     from ctpipe.training.search import TrainResult
 
 
@@ -378,31 +378,47 @@ def register(
 
 
 def infra_validate(
-    config: Config, model_path: str, test_path: str, schema_path: str, served_out: str
-) -> tuple[InfraResult, SavedModel]:
+    config: Config,
+    model_path: str,
+    model_metadata: dict[str, Any],
+    test_path: str,
+    schema_path: str,
+    served_out: str,
+) -> tuple[InfraResult, dict[str, Any]]:
     """Save the challenger as the registry will store it (to `served_out`), serve that
     directory in the serving runtime, and check it answers like the model itself.
+    Returns the result and `served_out`'s metadata (see `save_challenger`).
 
     Raises InfraValidationFailed (the run stops; nothing is registered) otherwise.
     """
     from ctpipe import infra_validation
+    from ctpipe.registry import SavedModel
 
-    model, frame, saved = save_challenger(model_path, test_path, schema_path, served_out)
-    return infra_validation.validate(config, model, saved, frame), saved
+    model, frame, metadata = save_challenger(
+        model_path, model_metadata, test_path, schema_path, served_out
+    )
+    saved = SavedModel.from_metadata(served_out, metadata)
+    return infra_validation.validate(config, model, saved, frame), metadata
 
 
 def save_challenger(
-    model_path: str, test_path: str, schema_path: str, served_out: str
-) -> tuple[Any, Any, SavedModel]:
-    """The challenger, its test features, and the challenger saved in the registry's
-    format to `served_out` (the first test rows as its input example)."""
+    model_path: str,
+    model_metadata: dict[str, Any],
+    test_path: str,
+    schema_path: str,
+    served_out: str,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The challenger, its test features, and the metadata of the challenger saved in the
+    registry's format to `served_out` (the first test rows as its input example): its
+    training record (`model_metadata`) and the saved directory's, all `register` reads."""
     import joblib
 
     from ctpipe import registry
 
     model = joblib.load(model_path)
     frame, _ = load_frame(test_path, load_schema(schema_path))
-    return model, frame, registry.save_model_dir(model, frame.head(5), served_out)
+    saved = registry.save_model_dir(model, frame.head(5), served_out)
+    return model, frame, {**model_metadata, **saved.metadata()}
 
 
 @dataclass(frozen=True)
@@ -544,24 +560,26 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
     timed("drift_report", drift_report, config, p["data"], p["schema"], p["champion"], p["drift"])
     registration = None
     if evaluation.blessed:
+        trained = selection.chosen.metadata()
         if infra:
-            _, saved = timed(
+            _, served = timed(
                 "infra_validate",
                 infra_validate,
                 config,
                 p["best"],
+                trained,
                 p["test"],
                 p["schema"],
                 p["served"],
             )
         else:  # register takes the directory infra validation would have served
-            _, _, saved = save_challenger(p["best"], p["test"], p["schema"], p["served"])
+            _, _, served = save_challenger(p["best"], trained, p["test"], p["schema"], p["served"])
         registration = timed(
             "register",
             register,
             config,
-            served_path=saved.path,
-            served_metadata={**selection.chosen.metadata(), **saved.metadata()},
+            served_path=p["served"],
+            served_metadata=served,
             schema_path=p["schema"],
             evaluation_path=p["evaluation"],
             profile_path=p["profile"],

@@ -8,6 +8,7 @@ step with its message and a non-zero exit, instead of a traceback.
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import sys
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ def line(step: str, message: str) -> str:
 def step(name: str) -> Iterator[Callable[[str], None]]:
     """Run a step body; yields a function that prints one progress line."""
 
-    _skip_the_final_collection()
+    skip_final_collection()
 
     def say(message: str) -> None:
         for text in message.splitlines() or [""]:
@@ -41,10 +42,8 @@ def step(name: str) -> Iterator[Callable[[str], None]]:
         sys.exit(exc.exit_code)
 
 
-_final_collection_skipped = False
-
-
-def _skip_the_final_collection() -> None:
+@functools.cache  # once per process
+def skip_final_collection() -> None:
     """At exit, freeze the garbage collector's objects instead of collecting them.
 
     A step is a process of its own. The interpreter's last collection walks every object
@@ -53,7 +52,4 @@ def _skip_the_final_collection() -> None:
     handlers (logging's flush among them) still run, and the steps close their files
     themselves.
     """
-    global _final_collection_skipped
-    if not _final_collection_skipped:
-        atexit.register(gc.freeze)
-        _final_collection_skipped = True
+    atexit.register(gc.freeze)

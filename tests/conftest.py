@@ -66,6 +66,15 @@ def write_data(tmp_path: Path):
     return write
 
 
+def run_fresh(script: str, *args: str) -> list[str]:
+    """Run `script` in a fresh interpreter and return its stdout lines. For what a step
+    process imports or pays: this test process has imported everything already."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], check=True, capture_output=True, text=True
+    )
+    return result.stdout.splitlines()
+
+
 def load_script(name: str) -> Any:
     """A module from scripts/ (not a package), without putting scripts/ on sys.path."""
     import importlib.util

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -59,7 +60,7 @@ def read(source: Any, columns: list[str] | None = None, **options: Any) -> pa.Ta
         return file.read(columns=columns)
 
 
-def read_schema(path: str) -> pa.Schema:
+def read_schema(path: str | Path) -> pa.Schema:
     with pq.ParquetFile(path) as file:
         return file.schema_arrow
 

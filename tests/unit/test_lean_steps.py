@@ -5,13 +5,12 @@ pyarrow itself imports it the first time it builds any array."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ctpipe.config import Config
+from tests.conftest import run_fresh
 
 HEAVY = ("mlflow", "sklearn", "torch", "evidently", "kserve", "scipy")
 
@@ -55,20 +54,9 @@ def test_light_steps_import_no_heavy_library(
     """drift_report is light when there is no champion; with one it needs evidently."""
     config = json.dumps(small_config.to_dict())
     for earlier in ("ingest", "validate", "split")[: LIGHT_STEPS.index(step)]:
-        subprocess.run(
-            [sys.executable, "-c", SCRIPT, config, str(tmp_path), earlier, ""],
-            check=True,
-            capture_output=True,
-        )
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, config, str(tmp_path), step, ",".join(HEAVY)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [], (
-        f"{step} imported heavy libraries"
-    )
+        run_fresh(SCRIPT, config, str(tmp_path), earlier, "")
+    output = run_fresh(SCRIPT, config, str(tmp_path), step, ",".join(HEAVY))
+    assert json.loads(output[-1]) == [], f"{step} imported heavy libraries"
 
 
 def test_deploy_renders_from_the_location_register_hands_on_without_mlflow(
@@ -85,13 +73,9 @@ def test_deploy_renders_from_the_location_register_hands_on_without_mlflow(
         "print(json.dumps([result.version, heavy]))\n"
     )
     manifest = tmp_path / "isvc.yaml"
-    result = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(small_config.to_dict()), str(manifest)],
-        check=True,
-        capture_output=True,
-        text=True,
+    version, heavy = json.loads(
+        run_fresh(script, json.dumps(small_config.to_dict()), str(manifest))[-1]
     )
-    version, heavy = json.loads(result.stdout.strip().splitlines()[-1])
     assert version == "3" and heavy == [], f"deploy imported {heavy}"
     text = manifest.read_text()
     assert "s3://models/7/artifacts" in text and "ab" * 32 in text
@@ -108,7 +92,4 @@ def test_a_step_process_skips_the_final_garbage_collection() -> None:
         "with steplog.step('probe') as say:\n"
         "    say('working')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], check=True, capture_output=True, text=True
-    )
-    assert result.stdout.splitlines() == ["[ctpipe:probe] working", "frozen"]
+    assert run_fresh(script) == ["[ctpipe:probe] working", "frozen"]

@@ -16,6 +16,7 @@ from ctpipe.data import synthetic
 from ctpipe.errors import RegistryError
 from ctpipe.features import build_model
 from ctpipe.training.families import build_estimator
+from tests.conftest import run_fresh
 
 
 def _model(config: Config) -> tuple[Any, Any]:
@@ -118,8 +119,6 @@ def test_a_model_directory_loads_without_mlflow(small_config: Config, tmp_path: 
     """The predictor reads the MLmodel file itself: a pod serving a storageUri starts
     without paying MLflow's import."""
     import json
-    import subprocess
-    import sys
 
     target, sha, model, example = _saved(tmp_path, small_config)
     example.head(5).to_parquet(tmp_path / "rows.parquet")
@@ -131,13 +130,7 @@ def test_a_model_directory_loads_without_mlflow(small_config: Config, tmp_path: 
         "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'names': loaded.signature.names,\n"
         "                  'proba': proba.tolist(), 'version': loaded.version}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(target), sha, str(tmp_path / "rows.parquet")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = json.loads(run_fresh(script, str(target), sha, str(tmp_path / "rows.parquet"))[-1])
     assert found["mlflow"] is False, "loading a model directory imported mlflow"
     assert found["names"] == list(example.columns)
     assert found["proba"] == model.predict_proba(example.head(5)).tolist()
@@ -167,8 +160,6 @@ def test_registering_a_saved_directory_never_loads_the_model(
     """register logs the directory infra validation served, byte for byte, and so needs
     neither scikit-learn nor the model (seconds of import and unpickling per run)."""
     import json
-    import subprocess
-    import sys
 
     model, example = _model(small_config)
     saved = registry.save_model_dir(model, example.head(3), tmp_path / "served")
@@ -182,20 +173,10 @@ def test_registering_a_saved_directory_never_loads_the_model(
         "                                       tags={}, texts={})\n"
         "print(json.dumps({'version': version, 'sklearn': 'sklearn' in sys.modules}))\n"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            json.dumps(small_config.to_dict()),
-            saved.path,
-            json.dumps(saved.metadata()),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    output = run_fresh(
+        script, json.dumps(small_config.to_dict()), saved.path, json.dumps(saved.metadata())
     )
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = json.loads(output[-1])
     assert found == {"version": "1", "sklearn": False}
     registry.promote(small_config, "1", expected_champion=None)
     ref = registry.champion(small_config)

@@ -7,8 +7,6 @@ import hashlib
 import io
 import pickle
 import pickletools
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from ctpipe.training.torch_mlp import (
     one_hot_groups,
     train_device,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, run_fresh
 
 # Small and quick, still enough to learn the synthetic rule.
 SMALL: dict[str, Any] = {
@@ -397,10 +395,7 @@ def test_other_models_pass_through_without_torch() -> None:
         "build_estimator('torch_mlp', 'classification', {}, seed=0)\n"
         "print('torch' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
+    assert run_fresh(script) == ["False"]
 
 
 # ---------------------------------------------------------------- family and config
