@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 from ctpipe.errors import CtpipeError
@@ -128,6 +129,7 @@ def serve(args: argparse.Namespace) -> None:
     # request costs far more than it saves (and oversubscribes the pod's CPU limit).
     threadpool_limits(limits=args.threads)
     os.environ[THREADS_ENV] = str(args.threads)
+    quiet_kserve_deprecation()
     model = build_model(args)
     model.load()
     model_server.app.add_middleware(InferenceGuard, max_body_bytes=args.max_body_bytes)
@@ -140,6 +142,15 @@ def serve(args: argparse.Namespace) -> None:
         enable_docs_url=args.enable_docs_url,
     ).start([model])
     model.stop()  # flush the prediction log once the server has stopped
+
+
+def quiet_kserve_deprecation() -> None:
+    """KServe's v1 endpoint answers with FastAPI's deprecated ORJSONResponse, which warns on
+    every use. Python shows such a warning once per place, but scikit-learn and pandas enter
+    `warnings.catch_warnings` during every prediction, and that resets the record of what
+    was shown: the pod's log got two lines of the same warning per request, and each one
+    cost a source-line lookup and a write on the request path."""
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", category=UserWarning)
 
 
 def customize_rest_server(host: str) -> None:

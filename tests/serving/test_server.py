@@ -77,6 +77,16 @@ def test_v2_round_trip(server: Server, served_config: Config) -> None:
     assert outputs["ids"]["data"] == [f"abc-{i}" for i in range(5)]
 
 
+def test_requests_leave_no_warnings_in_the_server_log(server: Server) -> None:
+    # Each prediction resets Python's record of warnings already shown (scikit-learn and
+    # pandas use catch_warnings), so a warning on the request path repeats per request.
+    for instance in rows(3):
+        assert server.v1([instance])[0] == 200
+    output = server.stop()
+    assert "Warning" not in output, output[-2000:]
+    assert "Application shutdown complete" in output  # the log was read to its end
+
+
 @pytest.mark.parametrize(
     ("change", "status", "message"),
     [

@@ -52,6 +52,25 @@ def test_nulls_in_integer_and_boolean_columns() -> None:
     assert frame["region"].tolist() == [None, "west"]
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_the_frame_equals_what_the_public_constructor_builds(rows: int) -> None:
+    """Batch.frame uses pandas' unchecked constructor; a pandas that changes it fails here."""
+    import pandas as pd
+
+    from ctpipe.serving.payload import _array
+
+    instances = [
+        {"amount": 1.5, "count": 2, "flag": True, "region": "east"},
+        {"amount": None, "count": None, "flag": None, "region": None},
+        {"amount": 3, "count": 7.0, "flag": False, "region": "west"},
+    ][:rows]
+    batch = parse_v1({"instances": instances}, SIGNATURE, 100, "r")
+    public = pd.DataFrame({name: _array(batch.columns[name], kind) for name, kind in batch.kinds})
+    frame = batch.frame()
+    pd.testing.assert_frame_equal(frame, public, check_exact=True)
+    assert frame._mgr.nblocks == public._mgr.nblocks  # consolidated alike
+
+
 def test_the_typed_frame_predicts_like_the_training_frame() -> None:
     from ctpipe.config import load
     from ctpipe.data import schema as schema_module
