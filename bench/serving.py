@@ -12,9 +12,12 @@ about as long as one predict takes, as with requests that arrive one at a time. 
 lean keep-alive client, as a load generator would: http.client's response parsing alone
 costs 0.2-0.4 ms here, and that is the client's, not the server's. The same pairs against a
 bare kserve.Model that only spins for the in-process time show what KServe and HTTP alone
-cost, and so ctpipe's own share. For information it also measures back to back
-(single-stream): runs of in-process predicts and runs of requests, taking turns. That figure
-swings between runs with how fast the model itself computes in the server's process.
+cost, and so ctpipe's own share. (In pairs that share can read below zero: a spin costs the
+same cold or warm, while the served predict starts a little warmer than the in-process one,
+right after the server built its DataFrame with pandas.) For information it also measures
+back to back (single-stream): runs of in-process predicts and runs of requests, taking
+turns. That figure swings between runs with how fast the model itself computes in the
+server's process.
 
 Targets: single-row p50 overhead <= 2 ms over in-process predict; logging costs <= 10%
 of throughput.
