@@ -59,15 +59,18 @@ def test_v1_round_trip_matches_in_process_predictions(
     assert body["ids"] == [f"req-7-{i}" for i in range(50)]
 
 
-def test_v2_round_trip(server: Server, served_config: Config) -> None:
-    batch = rows(5)
-    inputs = [
-        {"name": name, "shape": [5], "datatype": "BYTES" if name in ("region", "channel", "device") else "FP64",
+def v2_inputs(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "shape": [len(batch)], "datatype": "BYTES" if name in ("region", "channel", "device") else "FP64",
          "data": [r[name] for r in batch]}
         for name in FEATURES
     ]  # fmt: skip
+
+
+def test_v2_round_trip(server: Server, served_config: Config) -> None:
+    batch = rows(5)
     status, body, _ = server.post(
-        f"/v2/models/{server.model}/infer", {"id": "abc", "inputs": inputs}
+        f"/v2/models/{server.model}/infer", {"id": "abc", "inputs": v2_inputs(batch)}
     )
     assert status == 200, body
     assert body["model_version"] == "1" and body["id"] == "abc"
@@ -82,6 +85,10 @@ def test_requests_leave_no_warnings_in_the_server_log(server: Server) -> None:
     # pandas use catch_warnings), so a warning on the request path repeats per request.
     for instance in rows(3):
         assert server.v1([instance])[0] == 200
+        status, body, _ = server.post(
+            f"/v2/models/{server.model}/infer", {"inputs": v2_inputs([instance])}
+        )
+        assert status == 200, body
     output = server.stop()
     assert "Warning" not in output, output[-2000:]
     assert "Application shutdown complete" in output  # the log was read to its end
