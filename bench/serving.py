@@ -63,15 +63,6 @@ def train(work: Path) -> Any:
     return config
 
 
-def in_process_ms(model: Any, frame: Any, repeats: int) -> np.ndarray:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.predict_proba(frame)
-        times.append((time.perf_counter() - started) * 1000)
-    return np.asarray(times)
-
-
 def start(config: Any, port: int, log_dir: Path | None) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "ctpipe.serving", "--model_name", config.model_name, "--http_port", str(port),
@@ -302,14 +293,15 @@ def main() -> None:
         json.dumps(v2_request(frame.iloc[i : i + 100], f"b{i}")).encode()
         for i in range(0, 1000, 100)
     ]
-    base_batch = in_process_ms(model, frame.head(100), 100)
+    hundred, one = frame.head(100), frame.head(1)
+    base_batch = timed(lambda: model.predict_proba(hundred), 100)
     print(f"in-process predict_proba: 100 rows p50 {np.median(base_batch):.2f} ms")
 
     # Both servers run side by side and take turns in short phases, the order flipping each
     # round (ABBA): on a small, busy machine a one-off phase of each is mostly noise.
     # Throughput is all rows over all phases.
     # The bare KServe model spins as long as one in-process single-row predict takes.
-    spin_ms = float(np.median(in_process_ms(model, frame.head(1), 200)))
+    spin_ms = float(np.median(timed(lambda: model.predict_proba(one), 200)))
     floor_port = 18002
     floor_server = start_floor(floor_port, spin_ms)
     servers = {logging: (18000 + logging, start(config, 18000 + logging, work / "log" if logging else None))

@@ -437,7 +437,6 @@ def log_and_register(
             name=MODEL_ARTIFACT,
             flavor=_saved_dir_flavor(saved.path),
             registered_model_name=config.model_name,
-            serialization_format="cloudpickle",
             # MLflow's check loads the model and predicts on the example; the directory
             # was already served and checked over REST (infra validation).
             validate_serving_input=False,
