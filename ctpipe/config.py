@@ -73,12 +73,21 @@ class DataSource:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """Values a column can never hold, declared by the user (an integrity rule)."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
 class Features:
     """Overrides on top of the inferred schema."""
 
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
+    constraints: dict[str, Constraint] = field(default_factory=dict)  # e.g. age: {min: 0}
 
 
 @dataclass(frozen=True)
@@ -88,15 +97,27 @@ class Split:
     min_rows: int = 20  # per slice
 
 
+Strictness = Literal["hard", "soft"]
+
+
 @dataclass(frozen=True)
 class Validation:
-    """Tolerances. Below a `warn_` level nothing is said; above a `max_` level the run stops."""
+    """Tolerances. Below a `warn_` level nothing is said; above a `max_` level the run stops.
+
+    Integrity rules (a missing column, text in a numeric column, impossible labels, a null
+    explosion, declared constraints) stop a run. Distribution rules (values beyond the
+    inferred range, unseen categories) describe drift: they warn unless `distribution` is
+    hard, and under `evolution: auto` the next schema version absorbs them.
+    """
 
     warn_null_rate_increase: float = 0.05
     max_null_rate_increase: float = 0.25
     max_unseen_category_fraction: float = 0.05
     max_out_of_range_fraction: float = 0.25
     max_missing_label_fraction: float = 0.05
+    integrity: Strictness = "hard"
+    distribution: Strictness = "soft"
+    evolution: Literal["auto", "manual"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -190,6 +211,9 @@ class Policy:
     cooldown: str = "6h"  # no new run this soon after the last one (or the champion's birth)
     min_new_rows: int = 1000  # labelled predictions newer than the champion's training data
     claim_ttl: str = "2h"  # a claimed submission that never completed is retried after this
+    retry_backoff: str = "1h"  # after a failed run: wait this, doubling per failure in a row
+    max_retry_backoff: str = "24h"  # the doubling stops here
+    max_failed_runs: int = 3  # this many failed runs in a row: stop submitting and alert
 
 
 @dataclass(frozen=True)
@@ -229,7 +253,9 @@ class Deploy:
     min_replicas: int = 1
     max_replicas: int = 3
     infra_rows: int = 200  # test rows sent through the served challenger before registration
-    infra_latency_ms: float = 250.0  # p95 budget for single-row requests to the served challenger
+    infra_latency_samples: int = 100  # single-row requests timed per model (after a warm-up)
+    infra_latency_ratio: float = 1.5  # challenger p95 / champion p95, both served by the step
+    infra_latency_ms: float = 1000.0  # absolute ceiling on the challenger's single-row p95
     infra_timeout_seconds: float = 120.0  # for the challenger's server to become ready
 
 
@@ -456,7 +482,9 @@ def _check(config: Config, source: str) -> None:
             source, "split.min_rows", f"expected a positive integer, got {config.split.min_rows}"
         )
     for name in (f.name for f in dataclasses.fields(Validation)):
-        fraction(f"validation.{name}", getattr(config.validation, name), open_low=False)
+        value = getattr(config.validation, name)
+        if isinstance(value, float):
+            fraction(f"validation.{name}", value, open_low=False)
     if config.validation.warn_null_rate_increase > config.validation.max_null_rate_increase:
         raise _fail(
             source, "validation.warn_null_rate_increase", "must not exceed max_null_rate_increase"
@@ -545,6 +573,18 @@ def _check(config: Config, source: str) -> None:
     both = sorted(set(config.features.numeric) & set(config.features.categorical))
     if both:
         raise _fail(source, "features", f"{both[0]!r} is listed as both numeric and categorical")
+    for name, constraint in config.features.constraints.items():
+        where = f"features.constraints.{name}"
+        if constraint.min is None and constraint.max is None:
+            raise _fail(source, where, "expected min, max or both")
+        if name in config.features.categorical:
+            raise _fail(source, where, "min and max apply to numeric columns only")
+        if (
+            constraint.min is not None
+            and constraint.max is not None
+            and constraint.min > constraint.max
+        ):
+            raise _fail(source, where, f"min {constraint.min:g} is above max {constraint.max:g}")
 
     window = config.data.window
     if window.last is not None:
@@ -581,11 +621,23 @@ def _check(config: Config, source: str) -> None:
             "deploy",
             "gpu and min_replicas must be >= 0, and max_replicas >= max(1, min_replicas)",
         )
-    if deploy.infra_rows < 1 or deploy.infra_latency_ms <= 0 or deploy.infra_timeout_seconds <= 0:
+    if (
+        deploy.infra_rows < 1
+        or deploy.infra_latency_samples < 1
+        or deploy.infra_latency_ms <= 0
+        or deploy.infra_timeout_seconds <= 0
+    ):
         raise _fail(
             source,
             "deploy",
-            "infra_rows, infra_latency_ms and infra_timeout_seconds must be positive",
+            "infra_rows, infra_latency_samples, infra_latency_ms and infra_timeout_seconds "
+            "must be positive",
+        )
+    if deploy.infra_latency_ratio < 1:
+        raise _fail(
+            source,
+            "deploy.infra_latency_ratio",
+            f"expected a ratio of at least 1 (challenger p95 / champion p95), got {deploy.infra_latency_ratio}",
         )
 
 
@@ -596,6 +648,8 @@ def _check_monitor(config: Config, source: str) -> None:
         "monitor.triggers.max_model_age": monitor.triggers.max_model_age,
         "monitor.policy.cooldown": monitor.policy.cooldown,
         "monitor.policy.claim_ttl": monitor.policy.claim_ttl,
+        "monitor.policy.retry_backoff": monitor.policy.retry_backoff,
+        "monitor.policy.max_retry_backoff": monitor.policy.max_retry_backoff,
     }
     for path, text in durations.items():
         if text is not None:
@@ -633,6 +687,8 @@ def _check_monitor(config: Config, source: str) -> None:
         raise _fail(source, "monitor.report_rows", "expected 0 (no reports) or a positive integer")
     if monitor.policy.min_new_rows < 0:
         raise _fail(source, "monitor.policy.min_new_rows", "expected an integer >= 0")
+    if monitor.policy.max_failed_runs < 1:
+        raise _fail(source, "monitor.policy.max_failed_runs", "expected a positive integer")
 
 
 def parse_timestamp(text: str) -> Any:

@@ -120,7 +120,8 @@ def config_fingerprint(config: Config) -> str:
         "timestamp": config.timestamp,
         "id": config.id_column,
         "sensitive": sorted(config.sensitive_columns),
-        "features": asdict(config.features),
+        # Constraints are rules checked against a schema, not part of its shape.
+        "features": {k: v for k, v in asdict(config.features).items() if k != "constraints"},
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
