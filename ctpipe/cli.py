@@ -125,6 +125,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
             )
             return 0
         print(current.markdown())
+        for change in store.pending():
+            print(f"\nwaiting for approval: {change.describe()}\n  accept: {change.accept_command}")
+        return 0
+    if args.action == "accept":
+        stored, cleared = store.accept(args.run)
+        print(
+            f"stored schema v{stored.version} at {store.uri(stored.version)} "
+            f"(from v{stored.parent_version}: {'; '.join(stored.changes)})"
+        )
+        others = [c.run_id for c in cleared if c.run_id != args.run]
+        if args.run and others:
+            print(f"cleared the older proposals of runs {', '.join(others)}")
+        print("the monitor submits runs again; later runs validate against this version")
         return 0
     with tempfile.TemporaryDirectory() as work:
         path = str(Path(work) / "data.parquet")
@@ -167,12 +180,20 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         say=lambda line: print(f"monitor: {line}", flush=True),
     )
     print(outcome.summary())
+    if outcome.decision.action == "blocked":  # exit 0 all the same: a CronJob would only retry
+        for reason in outcome.decision.blocked_by:
+            print(f"ctpipe: monitor {reason}", file=sys.stderr)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ctpipe import simulate
+    from ctpipe import policy_comparison, simulate
 
+    # Checked before anything is read or written: a typo in the list costs nothing.
+    several = "," in args.policy
+    policies = policy_comparison.parse_policies(args.policy) if several else []
+    if not several:
+        simulate.Policy.parse(args.policy)
     base = _config(args.config)[0]
     base = base.replace(
         target=args.target, timestamp=args.time, model_name=args.model_name or base.model_name
@@ -180,6 +201,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.task:
         base = base.replace(task=args.task)
     base = config_module.from_dict(base.to_dict(), source="simulate options")
+    if several:
+        return _simulate_policies(args, base, policies)
     out = Path(
         args.out or f"ctpipe-simulate/{Path(args.data).stem}-{args.policy.replace(':', '')}"
     ).resolve()
@@ -196,6 +219,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         train_window=args.train_window,
     )
     _report_simulation(sim)
+    return 0
+
+
+def _simulate_policies(args: argparse.Namespace, base: Config, policies: list[str]) -> int:
+    """`simulate --policy a,b,c`: each policy replays the same stream into out/<policy>,
+    then one comparison table and plot go to out."""
+    from ctpipe import policy_comparison, simulate
+
+    folders = [policy_comparison.slug(p) for p in policies]
+    joined = "-".join(p.replace(":", "") for p in policies)
+    out = Path(args.out or f"ctpipe-simulate/{Path(args.data).stem}-compare-{joined}").resolve()
+    _fresh(out, args.force)
+    stream = simulate.load_stream(args.data, args.time)
+    summaries: list[dict[str, Any]] = []
+    metric = None
+    for number, (policy, folder) in enumerate(zip(policies, folders, strict=True), start=1):
+        print(f"\n=== policy {policy} ({number} of {len(policies)}) -> {out / folder}")
+        # Its own model name too, so replays stay apart on a shared MLFLOW_TRACKING_URI.
+        sim = simulate.run(
+            stream,
+            base.replace(model_name=f"{base.model_name}-{folder}"),
+            out_dir=out / folder,
+            batch=args.batch,
+            label_delay=args.label_delay,
+            policy=policy,
+            initial_batches=args.initial_batches,
+            train_window=args.train_window,
+        )
+        _report_simulation(sim)
+        summaries.append(sim.summary())
+        metric = sim.metric_name
+    comparison = policy_comparison.build(summaries, metric=metric, folders=folders)
+    markdown, document, picture = policy_comparison.write(comparison, out)
+    print(
+        f"\n{len(policies)} policies on the same stream ({stream.num_rows:,} rows, "
+        f"batches of {args.batch}, labels {args.label_delay} batch(es) late):\n"
+    )
+    print(comparison.text())
+    print(f"\ntable: {markdown} and {document}, plot: {picture}")
     return 0
 
 
@@ -262,7 +324,11 @@ def _fresh(out: Path, force: bool) -> None:
 def _report_simulation(sim: Any) -> None:
     summary = sim.summary()
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary["prequential"].items())
-    print(f"\nprequential {scores}; {sim.retrains} retrains, {sim.promotions} promotions")
+    failed = summary.get("failed_runs", 0)
+    print(
+        f"\nprequential {scores}; {sim.retrains} retrains, {sim.promotions} promotions, "
+        f"{failed} failed run{'' if failed == 1 else 's'}"
+    )
     seconds = summary["compute_seconds"]
     print(
         f"compute: {seconds['total']:.0f}s in all, {seconds['pipeline']:.0f}s in pipeline runs, "
@@ -419,12 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
     schema = commands.add_parser(
         "schema",
-        help="show the stored data schema, or accept the current data as its next version",
-        description="Validation checks new data against the newest stored schema version. 'show' prints it; "
-        "'infer' reads the configured data (or --data) and stores what it finds as the next version, "
-        "for when the data changed on purpose (a new category, a new column).",
+        help="show the stored data schema, accept a proposed change, or infer a new version",
+        description="Validation checks new data against the newest stored schema version. 'show' prints it "
+        "and any change waiting for approval; 'accept' stores the change a run proposed under "
+        "validation.evolution: manual (--run names the run when several wait); 'infer' reads the configured "
+        "data (or --data) and stores what it finds as the next version, for when the data changed on purpose "
+        "(a new column, a changed type).",
     )
-    schema.add_argument("action", choices=("show", "infer"))
+    schema.add_argument("action", choices=("show", "accept", "infer"))
+    schema.add_argument("--run", help="with accept: the run whose proposed change to store")
     schema.add_argument(
         "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
     )
@@ -437,9 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="The CronJob entry point. Reads the prediction log and delayed labels, runs the drift "
         "engine against the champion's training profile, evaluates the triggers (schedule, data drift, "
         "performance, concept drift, manual), applies the policy (cooldown, minimum new rows, one active "
-        "run, claims against racing monitors) and submits the pipeline when warranted. Writes a JSON record "
-        "of every decision. Exits 0 for 'no action', 'held back' and 'submitted'; non-zero only on error. "
-        "Safe to rerun.",
+        "run, claims against racing monitors, backoff after failed runs) and submits the pipeline when "
+        "warranted. After policy.max_failed_runs failed runs in a row it is blocked: it submits nothing "
+        "until a run ends (--manual submits one anyway). Writes a JSON record of every decision. Exits 0 "
+        "for 'no action', 'held back', 'submitted' (even when the run failed: it is recorded) and "
+        "'blocked'; non-zero only on error. Safe to rerun.",
     )
     monitor.add_argument(
         "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
@@ -485,7 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replays DATA in time order: trains a first champion, then for each batch predicts it "
         "(before its labels are known), logs the predictions, reveals labels LABEL_DELAY batches late, runs "
         "the monitor, and runs the real pipeline when a trigger fires. Prints a timeline and writes "
-        "summary.json (prequential metric, retrains, compute time) and timeline.png.",
+        "summary.json (prequential metric, retrains, compute time) and timeline.png. With several "
+        "policies (--policy never,schedule:4,auto) it replays each and writes one comparison table "
+        "and plot.",
     )
     sim.add_argument(
         "--data",
@@ -504,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--policy",
         default="auto",
-        help="never | schedule:K (every K batches) | drift | performance | auto (default: auto)",
+        help="never | schedule:K (every K batches) | drift | performance | auto (default: auto); "
+        "or a comma-separated list (never,schedule:4,auto) to replay each on the same stream into "
+        "OUT/<policy> and write OUT/comparison.md, comparison.json and comparison.png",
     )
     sim.add_argument(
         "--task", choices=("classification", "regression"), help="default: the config's task"
@@ -527,7 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--model-name", help="registered model name for the replay (default: the config's)"
     )
-    sim.add_argument("--out", help="output folder (default: ctpipe-simulate/<data>-<policy>)")
+    sim.add_argument(
+        "--out",
+        help="output folder (default: ctpipe-simulate/<data>-<policy>, or <data>-compare-<policies>)",
+    )
     sim.add_argument("--force", action="store_true", help="replace an existing output folder")
     sim.set_defaults(func=cmd_simulate)
 

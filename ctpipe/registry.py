@@ -43,10 +43,12 @@ TAG_MODEL_SHA256 = "ctpipe.model.sha256"
 TAG_TEST_METRICS = "ctpipe.test_metrics"  # JSON: every test-slice metric of the model
 TAG_CLASSES = "ctpipe.model.classes"  # JSON list, in predict_proba column order
 TAG_DATA_TIME_MAX = "ctpipe.dataset.time_max"  # newest row the model was trained on (ISO 8601)
+TAG_SCHEMA_CHANGES = "ctpipe.schema.changes"  # JSON: {"from": 3, "to": 4, "changes": [...]}
 _VERSION_TAGS = (
     TAG_DATASET_HASH,
     TAG_KFP_RUN_ID,
     TAG_SCHEMA_VERSION,
+    TAG_SCHEMA_CHANGES,
     TAG_REASON,
     TAG_DATA_TIME_MAX,
     TAG_TEST_METRICS,

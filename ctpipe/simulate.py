@@ -7,6 +7,8 @@ For each batch, in time order:
     4. the monitor runs, with the batch's end as "now",
     5. when it submits, the real pipeline (kfp.local) trains on the labelled rows known
        so far, gates against the champion on the newest of them, and promotes the winner.
+       A run that fails is part of the replay too: it is recorded, the champion stays,
+       and the monitor backs off (or, after too many in a row, blocks) as it would live.
 
 So the prequential metric is honest: every prediction is made by a model that never saw
 its label. Users run this on their own data to choose a policy.
@@ -32,6 +34,7 @@ from ctpipe import registry
 from ctpipe.config import Config
 from ctpipe.data import tables
 from ctpipe.errors import ConfigError, DataError
+from ctpipe.monitor.submit import short_error
 
 POLICIES = ("never", "schedule:K", "drift", "performance", "auto")
 
@@ -73,6 +76,8 @@ class BatchRecord:
     metric: float | None = None  # on this batch's predictions, once its labels are known
     run: str | None = None
     blessed: bool | None = None
+    failed: bool = False  # the submitted run failed; the champion stayed
+    error: str | None = None  # why it failed (short), or why the monitor is blocked
 
 
 @dataclass
@@ -82,8 +87,9 @@ class Simulation:
     metric_name: str
     drift_threshold: float = 0.25
     batches: list[BatchRecord] = field(default_factory=list)
-    retrains: int = 0
+    retrains: int = 0  # runs submitted, failed ones included
     promotions: int = 0
+    failed_runs: int = 0
     prequential: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -95,6 +101,7 @@ class Simulation:
             "prequential": self.prequential,
             "retrains": self.retrains,
             "promotions": self.promotions,
+            "failed_runs": self.failed_runs,
             "compute_seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "timeline": [dataclasses.asdict(b) for b in self.batches],
         }
@@ -139,10 +146,15 @@ def prepare_config(
     )
     if policy.kind not in ("performance", "auto"):
         triggers = dataclasses.replace(triggers, performance_floor=None, performance_margin=None)
+    # A schedule of K batches means a run every K batches, also after a refused one (the
+    # champion then stays old, and its age alone would fire at every batch).
+    cooldown = {"auto": 2.5, "schedule": policy.every - 0.5}.get(policy.kind, 0.5)
     rules = dataclasses.replace(
         monitor.policy,
-        cooldown=span(2.5 if policy.kind == "auto" else 0.5),
+        cooldown=span(max(cooldown, 0.5)),
         min_new_rows=2 * batch if policy.kind != "schedule" else 0,
+        retry_backoff=span(1.0),  # after a failed run, retry a batch later, then 2, 4, ...
+        max_retry_backoff=span(8.0),
     )
     monitor = dataclasses.replace(
         monitor,
@@ -173,7 +185,7 @@ def run(
     say: Callable[[str], None] = print,
 ) -> Simulation:
     from ctpipe.monitor.runner import run_monitor
-    from ctpipe.monitor.submit import LocalSubmitter
+    from ctpipe.monitor.submit import LocalSubmitter, SubmitError
 
     chosen = Policy.parse(policy)
     if batch < 10:
@@ -223,6 +235,11 @@ def run(
     tick = time.perf_counter()
     first = submitter.submit(config, "initial", f"{config.model_name}-initial")
     clock["pipeline"] += time.perf_counter() - tick
+    if first.failed:  # nothing to replay without a champion
+        log_file.close()
+        raise SubmitError(
+            f"the first training run failed: {first.error}; see {out_dir / 'pipeline-runs.log'}"
+        )
     if not first.blessed:
         raise DataError("the first champion was not blessed; check gate.thresholds for this data")
     say(f"champion v{first.champion_version} is live")
@@ -272,7 +289,12 @@ def run(
             sim.retrains += 1
             record.run, record.blessed = outcome.run.run_name, outcome.run.blessed
             sim.promotions += int(bool(outcome.run.blessed))
+            if outcome.run.failed:
+                record.failed, record.error = True, short_error(outcome.run.error, 500)
+                sim.failed_runs += 1
         else:
+            if outcome.decision.action == "blocked":
+                record.error = short_error("; ".join(outcome.decision.blocked_by))
             clock["monitor"] += elapsed
         sim.batches.append(record)
         if revealed >= initial_batches:
@@ -441,12 +463,16 @@ def _timeline_line(
     metric = f"{shown:.3f}" if shown is not None else "-"
     line = f"{record.batch:>5}  {record.start:<16} {record.rows:>6}  {drift:>6}  {metric:>7}  {'v' + record.champion:>8}  "
     if record.action == "submit":
-        verdict = (
-            f"challenger blessed -> champion switched to v{record.champion_after}"
-            if record.blessed
-            else "challenger refused by the gate, champion stays"
-        )
+        if record.failed:
+            verdict = f"run failed: {short_error(record.error, 140)}, champion stays"
+        elif record.blessed:
+            verdict = f"challenger blessed -> champion switched to v{record.champion_after}"
+        else:
+            verdict = "challenger refused by the gate, champion stays"
         return line + f"{' + '.join(record.fired)} detected -> run submitted -> {verdict}"
+    if record.action == "blocked":
+        fired = f"{' + '.join(record.fired)} fired, " if record.fired else ""
+        return line + f"{fired}{short_error(record.error, 140)} -> nothing submitted"
     if record.action == "skip":
         held = next(
             (r for r in reversed(outcome.decision.reasons) if not r.startswith("fired:")), ""
@@ -470,6 +496,7 @@ def plot(sim: Simulation, path: Path) -> None:
     top.set_ylabel(sim.metric_name)
     top.set_title(
         f"ctpipe simulate: policy {sim.policy}, {sim.retrains} retrains, {sim.promotions} promotions"
+        + (f", {sim.failed_runs} failed runs" if sim.failed_runs else "")
     )
     bottom.bar(batches, drift, color="#ff7f0e", label="drift share")
     bottom.set_ylabel("drift share")
@@ -480,19 +507,35 @@ def plot(sim: Simulation, path: Path) -> None:
     )
     bottom.legend(loc="upper left", fontsize=8)
     bottom.xaxis.get_major_locator().set_params(integer=True)
+    # One colour per run outcome, each with a legend entry when it happened.
+    kinds = {
+        "blessed": ("green", "run: challenger blessed"),
+        "refused": ("red", "run: challenger refused"),
+        "failed": ("black", "run failed, champion stays"),
+    }
+    seen: set[str] = set()
+    top_value = np.nanmax(metric) if np.isfinite(np.nanmax(metric)) else 1
     for b in sim.batches:
-        if b.action == "submit":
-            for axis in (top, bottom):
-                axis.axvline(
-                    b.batch, color="green" if b.blessed else "red", linestyle="--", alpha=0.7
-                )
-            top.annotate(
-                f"v{b.champion_after}" if b.blessed else "refused",
-                (b.batch, np.nanmax(metric) if np.isfinite(np.nanmax(metric)) else 1),
-                fontsize=8,
-                rotation=90,
-                va="top",
+        if b.action != "submit":
+            continue
+        kind = "failed" if b.failed else "blessed" if b.blessed else "refused"
+        colour, label = kinds[kind]
+        for axis in (top, bottom):
+            axis.axvline(
+                b.batch,
+                color=colour,
+                linestyle=":" if b.failed else "--",
+                alpha=0.7,
+                label=label if axis is top and kind not in seen else None,
             )
+        seen.add(kind)
+        top.annotate(
+            {"blessed": f"v{b.champion_after}", "refused": "refused", "failed": "failed"}[kind],
+            (b.batch, top_value),
+            fontsize=8,
+            rotation=90,
+            va="top",
+        )
     top.legend(loc="lower left")
     top.grid(alpha=0.3)
     fig.tight_layout()

@@ -33,11 +33,19 @@ def ingest(config: Config, data_out: str) -> IngestResult:
     return ingest_module.ingest(config, data_out)
 
 
-def validate(config: Config, data_path: str, schema_out: str, report_out: str) -> ValidationResult:
+def validate(
+    config: Config, data_path: str, schema_out: str, report_out: str, run_id: str = ""
+) -> ValidationResult:
     """Check the data against the newest stored schema (inferring v1 on first use).
 
-    Writes the schema used and a Markdown report; the caller decides whether to stop.
+    When the data differs from it only in distribution, the next schema version is
+    proposed: under `validation.evolution: auto` it is the schema this run uses (written
+    to `schema_out`; `register` stores it), under `manual` the run fails and the change
+    waits for `ctpipe schema accept --run <run_id>`. Writes a Markdown report; the caller
+    decides whether to stop.
     """
+    import dataclasses
+
     from ctpipe.data import schema as schema_module
     from ctpipe.data import tables, validation
     from ctpipe.data.ingest import content_hash
@@ -56,9 +64,33 @@ def validate(config: Config, data_path: str, schema_out: str, report_out: str) -
         inferred = schema_module.infer(table, config, source_hash=content_hash(table))
         schema = store.save_next(inferred)
         created = True
-    result = validation.check(table, schema, config.validation, schema_created=created)
-    Path(schema_out).write_text(schema.to_json())
-    report = [result.markdown(), "", *(f"Note: {n}" for n in notes), "", schema.markdown()]
+    result = validation.check(
+        table,
+        schema,
+        config.validation,
+        constraints=config.features.constraints,
+        schema_created=created,
+    )
+    used = schema
+    proposed = schema_module.evolve(schema, table) if result.passed and not created else None
+    if proposed is not None:
+        proposed = dataclasses.replace(proposed, source_hash=content_hash(table))
+        result = dataclasses.replace(
+            result, evolved=proposed.changes, evolved_version=proposed.version
+        )
+        if config.validation.evolution == "auto":
+            used = proposed
+            notes.append(
+                f"schema v{proposed.version} is stored when this run's challenger is registered"
+            )
+        else:
+            pending = store.propose(proposed, run_id or content_hash(table)[:16], data_path)
+            result = dataclasses.replace(
+                result,
+                violations=(*result.violations, validation.schema_change(pending, table.num_rows)),
+            )
+    Path(schema_out).write_text(used.to_json())
+    report = [result.markdown(), "", *(f"Note: {n}" for n in notes), "", used.markdown()]
     Path(report_out).write_text("\n".join(report))
     return result
 
@@ -332,6 +364,10 @@ def register(
     trained = TrainResult.from_metadata(served_metadata)
     saved = SavedModel.from_metadata(served_path, served_metadata)
     schema = load_schema(schema_path)
+    if schema.proposed:  # the champion and its schema move together
+        from ctpipe.data.schema import SchemaStore
+
+        schema = SchemaStore(config.state_dir, config.model_name).save_next(schema)
     tags = {
         registry.TAG_DATASET_URI: str(dataset_metadata.get("source", "")),
         registry.TAG_DATASET_HASH: str(dataset_metadata.get("content_hash", "")),
@@ -340,6 +376,11 @@ def register(
         registry.TAG_KFP_RUN_ID: kfp_run_id,
         registry.TAG_KFP_RUN_NAME: kfp_run_name,
         registry.TAG_SCHEMA_VERSION: str(schema.version),
+        registry.TAG_SCHEMA_CHANGES: json.dumps(
+            {"from": schema.parent_version, "to": schema.version, "changes": list(schema.changes)}
+            if schema.changes
+            else {}
+        ),
         registry.TAG_REASON: reason,
         registry.TAG_CANDIDATE: trained.candidate.id,
         registry.TAG_TEST_METRICS: json.dumps({k: round(v, 6) for k, v in result.metrics.items()}),
@@ -386,19 +427,24 @@ def infra_validate(
     served_out: str,
 ) -> tuple[InfraResult, dict[str, Any]]:
     """Save the challenger as the registry will store it (to `served_out`), serve that
-    directory in the serving runtime, and check it answers like the model itself.
-    Returns the result and `served_out`'s metadata (see `save_challenger`).
+    directory in the serving runtime, and check it answers like the model itself. The
+    current champion is fetched from the registry and served beside it, on the same test
+    rows, to time the challenger against. Returns the result and `served_out`'s metadata
+    (see `save_challenger`).
 
     Raises InfraValidationFailed (the run stops; nothing is registered) otherwise.
     """
     from ctpipe import infra_validation
     from ctpipe.registry import SavedModel
 
+    champion = infra_validation.fetch_champion(config)
     model, frame, metadata = save_challenger(
         model_path, model_metadata, test_path, schema_path, served_out
     )
+    if champion is not None:  # it may take columns the challenger dropped
+        frame, _ = load_frame(test_path, load_schema(schema_path), extra=champion.columns)
     saved = SavedModel.from_metadata(served_out, metadata)
-    return infra_validation.validate(config, model, saved, frame), metadata
+    return infra_validation.validate(config, model, saved, frame, champion), metadata
 
 
 def save_challenger(

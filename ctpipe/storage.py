@@ -148,3 +148,18 @@ def write_bytes(uri: str, data: bytes, *, exclusive: bool = False) -> bool:
         return True
     finally:
         staged.unlink(missing_ok=True)
+
+
+def delete(uri: str) -> None:
+    """Remove a file or object; one that is already gone is not an error."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise DataError(f"{uri}: cannot delete object ({exc})") from exc
+        return
+    try:
+        Path(uri).unlink(missing_ok=True)
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot delete file ({exc.strerror})") from exc

@@ -107,7 +107,9 @@ def _on_gpu(task: dsl.PipelineTask) -> None:
 
 def _graph(config: dict, reason: str, profile: str) -> None:
     ingest_task = ingest(config=config)
-    validate_task = validate(config=config, data=ingest_task.outputs["data"])
+    validate_task = validate(
+        config=config, data=ingest_task.outputs["data"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    )
     split_task = split(
         config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
     )

@@ -2,6 +2,10 @@
 
 Inferred once from the first data a model name sees, then stored in versions under
 `state_dir/schemas/<model_name>/`. Later runs are checked against the newest version.
+When data differs from it only in distribution (wider ranges, new categories, a constant
+column that came alive), `evolve` proposes the next version; it is stored when the run's
+challenger is registered (or, under `validation.evolution: manual`, when a person accepts
+it with `ctpipe schema accept`), so a champion and its schema move together.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from ctpipe.errors import ValidationFailed
 Kind = Literal["numeric", "categorical", "timestamp", "text"]
 Role = Literal["feature", "target", "timestamp", "id", "dropped"]
 
+CONSTANT_NOTE = "constant in the data the schema was inferred from: no range rule"
 MAX_DOMAIN = 1000  # beyond this many values a string column gets no domain check
 ID_LIKE_MIN_UNIQUE = 200  # a string column this varied, and mostly unique, is not a feature
-_VERSION_FILE = re.compile(r"v(\d{4,})\.json$")
+_VERSION_FILE = re.compile(r"(?:^|/)v(\d{4,})\.json$")
+PENDING_DIR = "pending"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class ColumnSchema:
     domain: tuple[Any, ...] | None = None  # categories as text; labels keep their type
     sensitive: bool = False
     note: str | None = None  # why a column was dropped, for the report
+    constant: float | None = None  # the one value of a numeric column that never varied
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,16 @@ class Schema:
     source_hash: str
     config_fingerprint: str
     notes: tuple[str, ...] = field(default=())
+    parent_version: int | None = None  # the version this one evolved from
+    changes: tuple[str, ...] = ()  # how it differs from its parent, one line per change
+    proposed: bool = False  # evolved by a run and not stored yet
+
+    @property
+    def label(self) -> str:
+        """'v3', or 'v4 (proposed, from v3)' for a version not stored yet."""
+        if self.proposed:
+            return f"v{self.version} (proposed, from v{self.parent_version})"
+        return f"v{self.version}"
 
     def column(self, name: str) -> ColumnSchema | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -90,12 +107,28 @@ class Schema:
             ColumnSchema(**{**c, "domain": tuple(c["domain"]) if c["domain"] is not None else None})
             for c in raw.pop("columns")
         )
-        return cls(columns=columns, **{**raw, "notes": tuple(raw.get("notes", ()))})
+        return cls(
+            columns=columns,
+            **{
+                **raw,
+                "notes": tuple(raw.get("notes", ())),
+                "changes": tuple(raw.get("changes", ())),
+            },
+        )
 
     def markdown(self) -> str:
         lines = [
-            f"**Schema v{self.version}** ({self.rows:,} rows at inference, {self.created_at})",
+            f"**Schema {self.label}** ({self.rows:,} rows at inference, {self.created_at})",
             "",
+        ]
+        if self.changes:
+            lines += [
+                f"Changes from v{self.parent_version}:",
+                "",
+                *(f"- {change}" for change in self.changes),
+                "",
+            ]
+        lines += [
             "| column | role | kind | null rate | range / domain |",
             "|---|---|---|---|---|",
         ]
@@ -192,6 +225,17 @@ def _infer_column(table: pa.Table, name: str, config: Config) -> ColumnSchema:
             raise ValidationFailed(
                 f"column {name!r}, rule type_change: features.numeric lists it, but {exc}"
             ) from exc
+        if span["minimum"] == span["maximum"]:
+            # A range [x, x] would call every later value out of range: a sensor that starts
+            # reporting, an imputed column that fills in. Such a column gets no range rule.
+            return ColumnSchema(
+                kind="numeric",
+                role="feature",
+                sensitive=sensitive,
+                constant=span["minimum"],
+                note=CONSTANT_NOTE,
+                **base,
+            )
         return ColumnSchema(kind="numeric", role="feature", sensitive=sensitive, **base, **span)
     if pa.types.is_boolean(dtype) and name not in config.features.categorical:
         return ColumnSchema(
@@ -252,17 +296,201 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column if pa.types.is_string(column.type) else column.cast(pa.string())
 
 
+# -------------------------------------------------------------------------- evolution
+
+
+def evolve(schema: Schema, table: pa.Table) -> Schema | None:
+    """The next version when `table` differs from `schema` only in distribution, else None.
+
+    Ranges widen to cover the new values, category sets grow (up to MAX_DOMAIN), and a
+    constant column whose values now vary gets its first range. Nothing else moves: null
+    rates, kinds, roles and labels are integrity, and a change there is an error for
+    validation to report, not something to absorb. The result is `proposed` (not stored).
+    """
+    columns = []
+    changes: list[str] = []
+    for spec in schema.columns:
+        if spec.role != "feature" or spec.name not in table.column_names:
+            columns.append(spec)
+            continue
+        column = table.column(spec.name)
+        if spec.kind == "numeric":
+            evolved, change = _evolve_numeric(spec, column)
+        elif spec.kind == "categorical" and spec.domain is not None:
+            evolved, change = _evolve_categories(spec, column)
+        else:
+            evolved, change = spec, None
+        columns.append(evolved)
+        if change:
+            changes.append(f"{spec.name}: {change}")
+    if not changes:
+        return None
+    from dataclasses import replace
+
+    return replace(
+        schema,
+        version=schema.version + 1,
+        columns=tuple(columns),
+        rows=table.num_rows,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        notes=tuple(f"{c.name}: {c.note}" for c in columns if c.note),
+        parent_version=schema.version,
+        changes=tuple(changes),
+        proposed=True,
+    )
+
+
+def _numbers(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """Finite present values as float64; None when the column is not numeric (integrity)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        numbers = column.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    numbers = pc.drop_null(numbers)
+    return numbers.filter(pc.is_finite(numbers))
+
+
+def _evolve_numeric(spec: ColumnSchema, column: pa.ChunkedArray) -> tuple[ColumnSchema, str | None]:
+    from dataclasses import replace
+
+    numbers = _numbers(column)
+    if numbers is None or len(numbers) == 0:
+        return spec, None
+    stats = pc.min_max(numbers)
+    low, high = float(stats["min"].as_py()), float(stats["max"].as_py())
+    if spec.minimum is None or spec.maximum is None:
+        if spec.constant is None or (low == high == spec.constant):
+            return spec, None
+        low, high = min(low, spec.constant), max(high, spec.constant)
+        evolved = replace(spec, minimum=low, maximum=high, constant=None, note=None)
+        return evolved, (
+            f"came alive: constant {spec.constant:.6g} at inference, now in [{low:.6g}, {high:.6g}]"
+        )
+    if low >= spec.minimum and high <= spec.maximum:
+        return spec, None
+    low, high = min(low, spec.minimum), max(high, spec.maximum)
+    evolved = replace(spec, minimum=low, maximum=high)
+    return evolved, (
+        f"range widened from [{spec.minimum:.6g}, {spec.maximum:.6g}] to [{low:.6g}, {high:.6g}]"
+    )
+
+
+def _evolve_categories(
+    spec: ColumnSchema, column: pa.ChunkedArray
+) -> tuple[ColumnSchema, str | None]:
+    from dataclasses import replace
+
+    seen = set(pc.unique(_as_text(column).drop_null()).to_pylist())
+    new = sorted(seen - {str(v) for v in spec.domain or ()})
+    if not new:
+        return spec, None
+    merged = tuple(sorted({*map(str, spec.domain or ()), *new}))
+    shown = ", ".join(repr(v) for v in new[:8]) + (
+        f", … ({len(new)} in all)" if len(new) > 8 else ""
+    )
+    if len(merged) > MAX_DOMAIN:
+        return replace(spec, domain=None), (
+            f"{len(new):,} new categories ({shown}); over {MAX_DOMAIN:,} in all, so no category rule"
+        )
+    noun = "category" if len(new) == 1 else "categories"
+    return replace(spec, domain=merged), f"new {noun} {shown}"
+
+
 # ------------------------------------------------------------------------------ store
 
 
+@dataclass(frozen=True)
+class PendingChange:
+    """A schema change a run proposed under `validation.evolution: manual`."""
+
+    run_id: str
+    proposed: Schema
+    at: str  # ISO 8601
+    data: str  # where the run's data came from
+
+    def describe(self) -> str:
+        changes = "; ".join(self.proposed.changes)
+        return f"run {self.run_id}: schema v{self.proposed.parent_version} -> {changes}"
+
+    @property
+    def accept_command(self) -> str:
+        return f"ctpipe schema accept --run {self.run_id}"
+
+
 class SchemaStore:
-    """Versioned schemas under `<state_dir>/schemas/<model_name>/v0001.json`."""
+    """Versioned schemas under `<state_dir>/schemas/<model_name>/v0001.json`, and
+    changes waiting for approval under `.../pending/<run id>.json`."""
 
     def __init__(self, state_dir: str, model_name: str) -> None:
         self.root = storage.join(state_dir, "schemas", model_name)
 
     def uri(self, version: int) -> str:
         return storage.join(self.root, f"v{version:04d}.json")
+
+    def pending_uri(self, run_id: str) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) or "run"
+        return storage.join(self.root, PENDING_DIR, f"{safe}.json")
+
+    def propose(self, proposed: Schema, run_id: str, data: str) -> PendingChange:
+        """Record a change that needs a person's approval; returns the record."""
+        change = PendingChange(
+            run_id, proposed, datetime.now(UTC).isoformat(timespec="seconds"), data
+        )
+        body = {
+            "run_id": run_id,
+            "at": change.at,
+            "data": data,
+            "proposed": json.loads(proposed.to_json()),
+        }
+        storage.write_bytes(self.pending_uri(run_id), json.dumps(body, indent=2).encode())
+        return change
+
+    def pending(self) -> list[PendingChange]:
+        """Changes waiting for `ctpipe schema accept`, oldest first."""
+        found = []
+        for uri in storage.list_files(storage.join(self.root, PENDING_DIR), (".json",)):
+            raw = json.loads(storage.read_bytes(uri).decode())
+            proposed = Schema.from_json(json.dumps(raw["proposed"]))
+            found.append(PendingChange(raw["run_id"], proposed, raw["at"], raw.get("data", "")))
+        return sorted(found, key=lambda c: c.at)
+
+    def accept(self, run_id: str | None = None) -> tuple[Schema, list[PendingChange]]:
+        """Store a pending change as the next version and clear every pending change.
+
+        Without `run_id` there must be exactly one pending change. The others are cleared
+        too: they describe older data, and the next run proposes again if it still differs.
+        Returns the stored schema and the changes cleared.
+        """
+        from ctpipe.errors import DataError
+
+        waiting = self.pending()
+        if not waiting:
+            raise DataError(f"no schema change is waiting for approval under {self.root}")
+        if run_id is None:
+            if len(waiting) > 1:
+                runs = ", ".join(c.run_id for c in waiting)
+                raise DataError(
+                    f"{len(waiting)} schema changes are waiting ({runs}); name one with --run"
+                )
+            chosen = waiting[0]
+        else:
+            chosen = next((c for c in waiting if c.run_id == run_id), None)  # type: ignore[assignment]
+            if chosen is None:
+                runs = ", ".join(c.run_id for c in waiting)
+                raise DataError(f"no schema change from run {run_id!r} is waiting; waiting: {runs}")
+        latest = self.versions()
+        if latest and latest[-1] != chosen.proposed.parent_version:
+            raise DataError(
+                f"run {chosen.run_id}'s change was proposed against schema "
+                f"v{chosen.proposed.parent_version}, but v{latest[-1]} is stored now; rerun the "
+                "pipeline so that it proposes a change against the newest version"
+            )
+        stored = self.save_next(chosen.proposed)
+        for change in waiting:
+            storage.delete(self.pending_uri(change.run_id))
+        return stored, waiting
 
     def versions(self) -> list[int]:
         found = []
@@ -290,7 +518,7 @@ class SchemaStore:
         versions = self.versions()
         version = (versions[-1] if versions else 0) + 1
         while True:
-            numbered = replace(schema, version=version)
+            numbered = replace(schema, version=version, proposed=False)
             if storage.write_bytes(self.uri(version), numbered.to_json().encode(), exclusive=True):
                 return numbered
             version += 1

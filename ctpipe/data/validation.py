@@ -1,7 +1,13 @@
 """Check new data against a stored schema.
 
-Every violation names its rule, column, files, a count, example values and the rows
-where they sit. Warnings let the run go on; errors stop it before anything is trained.
+Every violation names its rule, its kind, column, files, a count, example values and the
+rows where they sit. Warnings let the run go on; errors stop it before anything is trained.
+
+Two kinds of rule. *Integrity*: the data is broken (a column missing, text in a numeric
+column, labels outside the task's domain, a null explosion, values a declared constraint
+forbids, duplicated ids). *Distribution*: the world moved (values beyond the inferred
+range, categories not seen before). `validation.integrity` and `validation.distribution`
+say which kind may stop a run; by default only integrity does.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctpipe.config import Validation
+from ctpipe.config import Constraint, Validation
 from ctpipe.data import tables
-from ctpipe.data.schema import ColumnSchema, Schema, label_values
+from ctpipe.data.schema import ColumnSchema, PendingChange, Schema, label_values
 from ctpipe.data.tables import FILE_COLUMN, ROW_COLUMN
 from ctpipe.errors import ValidationFailed
 
 Severity = Literal["error", "warning"]
+RuleKind = Literal["integrity", "distribution"]
+DISTRIBUTION_RULES = frozenset({"out_of_range", "unseen_category", "extra_column", "schema_change"})
 MAX_EXAMPLES = 5
 _NUMBER = r"^\s*[-+]?((\d+(\.\d*)?)|(\.\d+))([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|inf|Inf|infinity|Infinity)\s*$"
 
@@ -42,19 +50,24 @@ class Violation:
     files: dict[str, int] = field(default_factory=dict)  # rows affected, per file
     examples: tuple[Location, ...] = ()
 
+    @property
+    def kind(self) -> RuleKind:
+        return "distribution" if self.rule in DISTRIBUTION_RULES else "integrity"
+
     def lines(self) -> list[str]:
         """One line per affected file, for terminal output."""
         column = f"column {self.column!r}, " if self.column else ""
+        rule = f"rule {self.rule} ({self.kind})"
         shown = ", ".join(f"{e.value!r} (row {e.row})" for e in self.examples[:3])
         tail = f"; e.g. {shown}" if shown else ""
         if not self.files:
-            return [f"{column}rule {self.rule}: {self.detail}{tail}"]
+            return [f"{column}{rule}: {self.detail}{tail}"]
         out = []
         for file, count in self.files.items():
             mine = [e for e in self.examples if e.file == file][:3]
             here = ", ".join(f"{e.value!r} (row {e.row})" for e in mine)
             out.append(
-                f"{file}: {column}rule {self.rule}: {self.detail} [{count:,} row(s)]"
+                f"{file}: {column}{rule}: {self.detail} [{count:,} row(s)]"
                 + (f"; e.g. {here}" if here else "")
             )
         return out
@@ -66,6 +79,8 @@ class ValidationResult:
     schema_version: int
     schema_created: bool
     violations: tuple[Violation, ...]
+    evolved: tuple[str, ...] = ()  # the next schema version's changes, when one was proposed
+    evolved_version: int | None = None
 
     @property
     def errors(self) -> list[Violation]:
@@ -83,9 +98,15 @@ class ValidationResult:
     def summary(self) -> str:
         state = "passed" if self.passed else "FAILED"
         created = " (inferred now)" if self.schema_created else ""
+        evolved = (
+            f"; schema v{self.evolved_version} proposed ({len(self.evolved)} change(s))"
+            if self.evolved
+            else ""
+        )
         return (
             f"validation {state} against schema v{self.schema_version}{created}: "
             f"{self.rows:,} rows, {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+            f"{evolved}"
         )
 
     def markdown(self) -> str:
@@ -95,12 +116,20 @@ class ValidationResult:
             self.summary,
             "",
         ]
+        if self.evolved:
+            lines += [
+                f"The data differs from schema v{self.schema_version} in distribution only; "
+                f"schema v{self.evolved_version} is proposed with these changes:",
+                "",
+                *(f"- {change}" for change in self.evolved),
+                "",
+            ]
         if not self.violations:
             lines.append("No anomalies found.")
             return "\n".join(lines)
         lines += [
-            "| severity | rule | file | column | rows | examples (row: value) | detail |",
-            "|---|---|---|---|---|---|---|",
+            "| severity | kind | rule | file | column | rows | examples (row: value) | detail |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for v in sorted(
             self.violations, key=lambda v: (v.severity != "error", v.rule, v.column or "")
@@ -110,7 +139,8 @@ class ValidationResult:
                     f"{e.row}: `{e.value!r}`" for e in v.examples if e.file == file or not file
                 )
                 lines.append(
-                    f"| {v.severity} | {v.rule} | {file} | {v.column or ''} | {count:,} | {examples} | {v.detail} |"
+                    f"| {v.severity} | {v.kind} | {v.rule} | {file} | {v.column or ''} | {count:,} "
+                    f"| {examples} | {v.detail} |"
                 )
         return "\n".join(lines)
 
@@ -124,9 +154,17 @@ class ValidationResult:
 
 
 def check(
-    table: pa.Table, schema: Schema, tolerances: Validation, *, schema_created: bool = False
+    table: pa.Table,
+    schema: Schema,
+    tolerances: Validation,
+    *,
+    constraints: dict[str, Constraint] | None = None,
+    schema_created: bool = False,
 ) -> ValidationResult:
-    """Every rule, on every column of the schema, plus columns the schema does not know."""
+    """Every rule, on every column of the schema, plus columns the schema does not know.
+
+    `constraints` are the user's declared limits (`features.constraints`).
+    """
     found: list[Violation] = []
     if table.num_rows == 0:
         found.append(Violation("empty_data", "error", None, 0, "the data has no rows"))
@@ -135,6 +173,10 @@ def check(
     for column in schema.columns:
         if column.role in ("feature", "target", "timestamp"):
             found.extend(checker.column(column, schema))
+        elif column.role == "id":
+            found.extend(checker.duplicate_ids(column))
+    for name, constraint in (constraints or {}).items():
+        found.extend(checker.constraint(name, constraint))
     known = {c.name for c in schema.columns}
     for name in tables.data_columns(table):
         if name not in known:
@@ -143,7 +185,30 @@ def check(
                     "extra_column", "warning", name, table.num_rows, "not in the schema; ignored"
                 )
             )
-    return ValidationResult(table.num_rows, schema.version, schema_created, tuple(found))
+    graded = tuple(_apply_strictness(v, tolerances) for v in found)
+    return ValidationResult(table.num_rows, schema.version, schema_created, graded)
+
+
+def schema_change(pending: PendingChange, rows: int) -> Violation:
+    """The error that stops a run under `validation.evolution: manual`."""
+    proposed = pending.proposed
+    detail = (
+        f"the data differs from schema v{proposed.parent_version} in distribution "
+        f"({'; '.join(proposed.changes)}). validation.evolution is manual, so this needs "
+        f"approval: run `{pending.accept_command}` and rerun, or set validation.evolution: auto"
+    )
+    return Violation("schema_change", "error", None, rows, detail)
+
+
+def _apply_strictness(violation: Violation, tolerances: Validation) -> Violation:
+    """A soft kind of rule never stops a run: its errors are reported as warnings."""
+    strictness = getattr(tolerances, violation.kind)
+    if violation.severity != "error" or strictness == "hard":
+        return violation
+    from dataclasses import replace
+
+    detail = f"{violation.detail}; a warning only: validation.{violation.kind} is soft"
+    return replace(violation, severity="warning", detail=detail)
 
 
 class _Checker:
@@ -240,10 +305,64 @@ class _Checker:
                 detail = f"expected numbers (schema type {spec.dtype}), found text"
                 out.append(self.violation("type_change", "error", name, bad, values, detail))
                 return out
+            infinite = np.isinf(numbers)
+            if infinite.any():
+                detail = "infinite values: a model cannot learn from or score them"
+                out.append(self.violation("non_finite", "error", name, infinite, values, detail))
+                return out
             out += self._range(spec, numbers, nulls)
         elif spec.kind == "categorical" and spec.domain is not None:
             out += self._categories(spec, values, nulls)
         return out
+
+    def duplicate_ids(self, spec: ColumnSchema) -> list[Violation]:
+        """Primary ids must be unique: labels and predictions are joined by them."""
+        if spec.name not in self.table.column_names:
+            return []
+        values = _text(self.table.column(spec.name))
+        counts = pc.value_counts(values.drop_null())
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+        if len(repeated) == 0:
+            return []
+        member = pc.fill_null(pc.is_in(values, value_set=repeated), False)
+        mask = np.asarray(member.to_numpy(zero_copy_only=False), bool)
+        detail = f"{len(repeated):,} id(s) appear more than once; ids must be unique"
+        return [self.violation("duplicate_id", "error", spec.name, mask, values, detail)]
+
+    def constraint(self, name: str, limits: Constraint) -> list[Violation]:
+        """Values the user declared impossible (`features.constraints`)."""
+        if name not in self.table.column_names:
+            return [
+                Violation(
+                    "constraint",
+                    "error",
+                    name,
+                    self.rows,
+                    "features.constraints names a column that is not in the data",
+                )
+            ]
+        values = self.table.column(name)
+        nulls = _null_mask(values)
+        numbers, bad = self._as_numbers(values, nulls)
+        if bad.any():
+            detail = "features.constraints applies to numbers, found text"
+            return [self.violation("type_change", "error", name, bad, values, detail)]
+        low = -np.inf if limits.min is None else limits.min
+        high = np.inf if limits.max is None else limits.max
+        with np.errstate(invalid="ignore"):
+            outside = ~nulls & ((numbers < low) | (numbers > high))
+        if not outside.any():
+            return []
+        bounds = " and ".join(
+            text
+            for text in (
+                f">= {limits.min:g}" if limits.min is not None else "",
+                f"<= {limits.max:g}" if limits.max is not None else "",
+            )
+            if text
+        )
+        detail = f"values must be {bounds} (features.constraints.{name})"
+        return [self.violation("constraint", "error", name, outside, values, detail)]
 
     def _missing_in_files(self, spec: ColumnSchema) -> list[Violation]:
         absent = {f.uri: f.rows for f in self.infos if spec.name not in f.columns}
@@ -353,6 +472,19 @@ class _Checker:
                 "they are left out of training"
             )
             out.append(self.violation("missing_label", severity, spec.name, nulls, None, detail))
+        if schema.task == "classification":
+            present = pc.unique(_text(label_values(values)).filter(pa.array(~nulls)))
+            if len(present) < 2:
+                detail = (
+                    f"every label is {present[0].as_py()!r}: a classifier needs two classes or more"
+                    if len(present)
+                    else "no labels"
+                )
+                out.append(
+                    Violation(
+                        "single_class", "error", spec.name, self.rows - int(nulls.sum()), detail
+                    )
+                )
         if schema.task == "classification" and spec.domain is not None:
             text = _text(label_values(values))
             # Arrow's own text for the domain, as for the data: True is 'true', not 'True'.

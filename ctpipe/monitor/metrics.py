@@ -33,6 +33,9 @@ CHAMPION_AGE = "ctpipe_champion_age_seconds"
 LABELLED_METRIC = "ctpipe_monitor_labelled_metric"
 LAST_RUN = "ctpipe_monitor_last_run_timestamp_seconds"
 ROWS = "ctpipe_monitor_rows"
+BLOCKED = "ctpipe_monitor_blocked"
+FAILED_RUNS = "ctpipe_monitor_consecutive_failed_runs"
+SCHEMA_PENDING = "ctpipe_monitor_schema_changes_pending"
 
 # Label names.
 MODEL_LABEL = "model"
@@ -46,7 +49,8 @@ METRIC_LABEL = "metric"
 ACTION_NONE = "none"
 ACTION_SUBMIT = "submit"
 ACTION_SKIP = "skip"
-ACTIONS = (ACTION_NONE, ACTION_SUBMIT, ACTION_SKIP)
+ACTION_BLOCKED = "blocked"
+ACTIONS = (ACTION_NONE, ACTION_SUBMIT, ACTION_SKIP, ACTION_BLOCKED)
 TRIGGERS = ("schedule", "data_drift", "performance", "concept_drift", "manual")
 
 
@@ -124,6 +128,24 @@ class MonitorMetrics:
         self.rows = Gauge(
             ROWS, "Prediction rows in the monitored window", [MODEL_LABEL], registry=reg
         )
+        self.blocked = Gauge(
+            BLOCKED,
+            "1 while the monitor submits no runs until someone acts (see its decision record)",
+            [MODEL_LABEL],
+            registry=reg,
+        )
+        self.failed_runs = Gauge(
+            FAILED_RUNS,
+            "Retraining runs failed in a row; a run that ends resets it",
+            [MODEL_LABEL],
+            registry=reg,
+        )
+        self.schema_pending = Gauge(
+            SCHEMA_PENDING,
+            "Schema changes waiting for `ctpipe schema accept` (validation.evolution: manual)",
+            [MODEL_LABEL],
+            registry=reg,
+        )
         # Every series set per model, so that a new record replaces the model's old ones.
         self._series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
 
@@ -142,12 +164,18 @@ class MonitorMetrics:
         champion_age_seconds: float | None = None,
         labelled_metrics: Mapping[str, float] | None = None,
         rows: int | None = None,
+        blocked: bool | None = None,
+        failed_runs: int | None = None,
+        schema_changes_pending: int | None = None,
         timestamp: float | None = None,
     ) -> None:
         """Set the model's gauges from one run, replacing what an earlier record set.
 
         `feature_scores` is {feature: {statistic: value}}. `triggers` is {trigger: fired};
         triggers left out are 0. None leaves a gauge out (e.g. no champion yet).
+        `blocked`: the monitor submits nothing (too many failed runs in a row, or another
+        block); `failed_runs`: runs failed in a row; `schema_changes_pending`: changes
+        waiting for approval.
         """
         if not model:
             raise ValueError("model must be a non-empty name")
@@ -160,6 +188,12 @@ class MonitorMetrics:
             )
         if rows is not None and rows < 0:
             raise ValueError(f"rows must not be negative, got {rows}")
+        if failed_runs is not None and failed_runs < 0:
+            raise ValueError(f"failed_runs must not be negative, got {failed_runs}")
+        if schema_changes_pending is not None and schema_changes_pending < 0:
+            raise ValueError(
+                f"schema_changes_pending must not be negative, got {schema_changes_pending}"
+            )
 
         for gauge, labels in self._series.pop(model, []):
             gauge.remove(*labels)
@@ -185,6 +219,12 @@ class MonitorMetrics:
             put(self.labelled_metric, (metric,), value)
         if rows is not None:
             put(self.rows, (), rows)
+        if blocked is not None:
+            put(self.blocked, (), 1.0 if blocked else 0.0)
+        if failed_runs is not None:
+            put(self.failed_runs, (), failed_runs)
+        if schema_changes_pending is not None:
+            put(self.schema_pending, (), schema_changes_pending)
         put(self.last_run, (), time.time() if timestamp is None else timestamp)
         self._series[model] = series
 

@@ -5,7 +5,12 @@
     + delayed labels   ->  champion's labelled predictions      -> performance, concept_drift
     champion's data age                                         -> schedule
     --manual                                                    -> manual
-    policy (cooldown, new rows, one active run, claims)         -> none | skip | submit
+    the last run's outcome (failed runs in a row)               -> backoff, blocked
+    policy (cooldown, new rows, one active run, claims)         -> none | skip | submit | blocked
+
+Page-Hinkley (any sequential detector) sees only the champion's labelled predictions after
+the later of its data's end and the last run that ran to the end (blessed or refused):
+a refused retrain starts the detector over instead of leaving it alarmed for good.
 
 Every run writes a JSON decision record; metrics go to a Pushgateway when configured.
 """
@@ -25,11 +30,12 @@ import pyarrow.compute as pc
 
 from ctpipe import registry, storage
 from ctpipe.config import METRICS, Config, parse_duration
+from ctpipe.data.schema import PendingChange, SchemaStore
 from ctpipe.monitor import policy as policy_module
 from ctpipe.monitor import predlog, triggers
 from ctpipe.monitor.policy import Decision
-from ctpipe.monitor.state import LastRun, MonitorStore, State
-from ctpipe.monitor.submit import RunRef, Submitter
+from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
+from ctpipe.monitor.submit import RunRef, Submitter, short_error
 from ctpipe.monitor.triggers import TriggerResult
 
 
@@ -67,11 +73,18 @@ class MonitorOutcome:
             f"  {'FIRED' if t.fired else 'ok   '} {t.name:<13} {t.reason}" for t in self.triggers
         ]
         lines += [f"  - {r}" for r in self.decision.reasons if not r.startswith("fired:")]
+        if self.decision.action == policy_module.BLOCKED:
+            lines.append(
+                "  BLOCKED: no run is submitted until the cause is fixed; "
+                "`ctpipe monitor --manual` submits one anyway"
+            )
         if self.run:
             lines.append(
                 f"  run: {self.run.run_name} ({self.run.backend}: {self.run.url or self.run.run_id})"
             )
-            if self.run.blessed is not None:
+            if self.run.failed:
+                lines.append(f"  run FAILED: {short_error(self.run.error, 300)}")
+            elif self.run.blessed is not None:
                 verdict = (
                     f"blessed, champion now v{self.run.champion_version}"
                     if self.run.blessed
@@ -111,7 +124,9 @@ def run_monitor(
     """Judge the champion's recent traffic and submit a retraining run if warranted.
 
     Raises a CtpipeError (DataError, RegistryError, SubmitError) on bad input or a failed
-    submission; nothing is submitted then.
+    submission; nothing is submitted then. A run that was submitted and failed is no
+    error: it is recorded (state, decision record, metrics), and the policy backs off and,
+    after policy.max_failed_runs in a row, blocks.
     """
     from ctpipe import drift
 
@@ -167,12 +182,27 @@ def run_monitor(
     metric = performance_metric(config, classes)
     value, recent_count = _recent_metric(mine, metric, config, classes, window)
     test_metrics = json.loads(champion.tags.get(registry.TAG_TEST_METRICS, "{}"))
-    errors = _error_stream(mine, config, test_metrics)
+
+    # --- the last run: still active, or how it ended (failed runs in a row)
+    state = store.load()
+    state, active, learned = _last_run_outcome(state, submitter, now)
+    if learned:
+        store.save(state)
+        say(f"last run {state.last_run.run_name if state.last_run else '?'}: {learned}")
+
+    # Sequential detectors start over after the champion's data and after the last run
+    # that ran to the end: a refused challenger must not leave the old alarm standing.
+    sequential_since, sequential_from = as_of, "champion"
+    if state.succeeded_at is not None and state.succeeded_at > as_of:
+        sequential_since, sequential_from = state.succeeded_at, "last_run"
+    recent = mine.filter(
+        pc.greater(mine[predlog.TIMESTAMP], pa.scalar(sequential_since, predlog.TIMESTAMP_TYPE))
+    )
+    errors = _error_stream(recent, config, test_metrics)
 
     # New training data: labelled rows newer than what the champion learned from and, while
     # the data has drifted, newer than the drift's first window. A run needs labels from
     # the world as it is now; rows from before a change would only teach the old world.
-    state = store.load()
     drifting = drift_report is not None and drift_report.drifted
     drift_since = (state.drift_since or (now - window).isoformat()) if drifting else None
     if drift_report is not None and drift_since != state.drift_since:
@@ -203,7 +233,10 @@ def run_monitor(
             margin=settings.triggers.performance_margin,
         ),
         triggers.concept_drift(
-            errors, settings.triggers.page_hinkley_delta, settings.triggers.page_hinkley_threshold
+            errors,
+            settings.triggers.page_hinkley_delta,
+            settings.triggers.page_hinkley_threshold,
+            since=sequential_since.isoformat(),
         )
         if settings.triggers.concept_drift
         else triggers.off(triggers.CONCEPT_DRIFT),
@@ -211,16 +244,13 @@ def run_monitor(
     ]
 
     # --- policy, claim, submit
-    active = None
-    if (
-        state.last_run
-        and state.last_run.backend == submitter.backend
-        and submitter.is_active(state.last_run.run_id)
-    ):
-        active = state.last_run.run_name
     last_run_at = max(
         [t for t in (as_of, state.last_run.at if state.last_run else None) if t is not None]
     )
+    # Reasons to submit nothing at all, each "blocked: ..."; too many failed runs in a row
+    # add theirs inside the policy.
+    schemas = SchemaStore(config.state_dir, config.model_name)
+    blocks = _schema_blocks(schemas)
     decision = policy_module.decide(
         fired,
         settings.policy,
@@ -228,6 +258,8 @@ def run_monitor(
         new_rows=new_rows,
         last_run_at=last_run_at,
         active_run=active,
+        failures=_failures(state),
+        blocks=blocks,
     )
     run = None
     if decision.action == policy_module.SUBMIT and dry_run:
@@ -248,20 +280,31 @@ def run_monitor(
             )
             say(f"submitting {run_name} ({submitter.backend})")
             run = submitter.submit(config, decision.run_reason, run_name)
-            store.save(
-                State(
+            state = dataclasses.replace(
+                state,
+                generation=generation,
+                last_run=LastRun(
+                    run.run_id,
+                    run.run_name,
+                    run.backend,
+                    decision.run_reason,
+                    now.isoformat(),
                     generation,
-                    LastRun(
-                        run.run_id,
-                        run.run_name,
-                        run.backend,
-                        decision.run_reason,
-                        now.isoformat(),
-                        generation,
-                    ),
-                    drift_since,
-                )
+                ),
+                drift_since=drift_since,
             )
+            if run.failed:  # a local run ends inside submit(); a KFP run is asked next time
+                state = state.with_outcome(FAILED, run.error, now)
+                say(f"run {run.run_name} failed: {short_error(run.error)}")
+            elif run.finished:
+                state = state.with_outcome(SUCCEEDED, None, now)
+            store.save(state)
+
+    # Blocked after this visit: a block stands, or failed runs reached the limit (a manual
+    # run that just failed keeps it; one that ran to the end lifted it).
+    still = policy_module.failure_block(settings.policy, _failures(state))
+    pending = schemas.pending()  # again: a run submitted now may have proposed a change
+    blocked = [*_schema_blocks(schemas, pending), *([still] if still else [])]
 
     outcome_notes: list[str] = []
     report_uri = mlflow_report = None
@@ -281,6 +324,9 @@ def run_monitor(
             "new_labelled_rows": new_rows,
             "new_rows_since": since.isoformat(),
             "drift_since": drift_since,
+            "sequential_since": sequential_since.isoformat(),
+            "sequential_since_from": sequential_from,
+            "sequential_rows": recent.num_rows,
             "new_predictions_since_champion": new_predictions,
             "labelled_champion_rows": mine.num_rows,
             "unlabelled_rows": joined.unlabelled,
@@ -292,7 +338,28 @@ def run_monitor(
         },
         "triggers": [t.to_dict() for t in fired],
         **decision.to_dict(),
-        "run": None if run is None else run.__dict__,
+        "run": None if run is None else dataclasses.asdict(run),
+        "last_run": None if state.last_run is None else dataclasses.asdict(state.last_run),
+        "failures": {
+            "in_a_row": state.failures,
+            "max": settings.policy.max_failed_runs,
+            "last_error": state.last_error,
+            "last_failure_at": state.last_failure_at,
+        },
+        "blocked": blocked,
+        "schema": {
+            "champion_version": champion.tags.get(registry.TAG_SCHEMA_VERSION),
+            "champion_changes": json.loads(champion.tags.get(registry.TAG_SCHEMA_CHANGES) or "{}"),
+            "pending": [
+                {
+                    "run_id": c.run_id,
+                    "from": c.proposed.parent_version,
+                    "changes": list(c.proposed.changes),
+                    "accept": c.accept_command,
+                }
+                for c in pending
+            ],
+        },
         "drift_report": report_uri,
         "drift_report_mlflow": mlflow_report,
         "notes": outcome_notes,
@@ -310,9 +377,53 @@ def run_monitor(
             value,
             current.num_rows,
             outcome_notes,
+            blocked=bool(blocked),
+            failed_runs=state.failures,
+            schema_changes_pending=len(pending),
         )
     return MonitorOutcome(
         decision, fired, record, record_uri, run, drift_report, report_uri, outcome_notes
+    )
+
+
+def _last_run_outcome(
+    state: State, submitter: Submitter, now: datetime
+) -> tuple[State, str | None, str]:
+    """(state, the active run's name or None, what was learned: "" when nothing new).
+
+    A run's outcome is recorded once: a run that failed adds one to the failures in a
+    row, one that ran to the end (blessed or refused) resets them."""
+    last = state.last_run
+    if last is None or last.outcome is not None or last.backend != submitter.backend:
+        return state, None, ""
+    outcome = submitter.outcome(last.run_id)
+    if outcome.active:
+        return state, last.run_name, ""
+    if outcome.failed:
+        state = state.with_outcome(FAILED, outcome.error or outcome.state, now)
+        return state, None, f"{outcome.state}: {short_error(outcome.error)}"
+    if outcome.succeeded:
+        return state.with_outcome(SUCCEEDED, None, now), None, outcome.state
+    return state, None, ""  # not visible from here (a local run of another process)
+
+
+def _failures(state: State) -> policy_module.Failures:
+    return policy_module.Failures(state.failures, state.last_error, state.failed_at)
+
+
+def _schema_blocks(
+    schemas: SchemaStore, pending: list[PendingChange] | None = None
+) -> tuple[str, ...]:
+    """A schema change waiting for approval (validation.evolution: manual) blocks runs:
+    each would stop at validation the same way until someone accepts it."""
+    waiting = schemas.pending() if pending is None else pending
+    if not waiting:
+        return ()
+    newest = waiting[-1]
+    more = f" ({len(waiting)} changes waiting)" if len(waiting) > 1 else ""
+    return (
+        f"blocked: schema change needs approval{more}: {newest.describe()}; "
+        f"accept it with `{newest.accept_command}`",
     )
 
 
@@ -434,6 +545,10 @@ def _push(
     value: float | None,
     rows: int,
     notes: list[str],
+    *,
+    blocked: bool,
+    failed_runs: int,
+    schema_changes_pending: int,
 ) -> None:
     from ctpipe.monitor.metrics import MonitorMetrics
 
@@ -452,6 +567,9 @@ def _push(
         champion_age_seconds=age,
         labelled_metrics={metric: value} if value is not None else {},
         rows=rows,
+        blocked=blocked,
+        failed_runs=failed_runs,
+        schema_changes_pending=schema_changes_pending,
     )
     result = metrics.push(gateway)
     if not result.pushed:

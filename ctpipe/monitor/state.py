@@ -1,7 +1,8 @@
 """What the monitor remembers between runs, and how two monitors agree on one submission.
 
 Under `<state_dir>/monitor/<model_name>/`:
-    state.json              generation, the last submitted run, when
+    state.json              generation, the last submitted run, when, how it ended, and
+                            failed runs in a row (the policy backs off and then blocks)
     claims/g000042.json     written with create-if-absent before submitting generation 42
     decisions/<time>.json   one record per monitor run
 
@@ -13,6 +14,7 @@ died before recording its run is taken over after `policy.claim_ttl`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -23,6 +25,9 @@ from typing import Any
 from ctpipe import storage
 from ctpipe.errors import DataError
 
+SUCCEEDED = "succeeded"  # ran to the end: the gate blessed or refused the challenger
+FAILED = "failed"  # the run failed (or was canceled): nothing was learned from it
+
 
 @dataclass(frozen=True)
 class LastRun:
@@ -32,10 +37,25 @@ class LastRun:
     reason: str
     submitted_at: str  # ISO 8601
     generation: int
+    outcome: str | None = None  # SUCCEEDED | FAILED; None while unknown (a KFP run)
+    error: str | None = None  # why it failed
 
     @property
     def at(self) -> datetime:
         return datetime.fromisoformat(self.submitted_at)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == FAILED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == SUCCEEDED
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LastRun:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -45,16 +65,59 @@ class State:
     drift_since: str | None = (
         None  # ISO 8601: start of the first window that showed the current drift
     )
+    failures: int = 0  # runs failed in a row; a run that ran to the end resets it
+    last_error: str | None = None  # the error of the latest failed run
+    last_failure_at: str | None = None  # ISO 8601: when the monitor learned of that failure
+    # ISO 8601: submission time of the latest run that ran to the end (blessed or refused);
+    # sequential detectors (Page-Hinkley) start over from here.
+    last_success_at: str | None = None
+
+    @property
+    def failed_at(self) -> datetime | None:
+        return datetime.fromisoformat(self.last_failure_at) if self.last_failure_at else None
+
+    @property
+    def succeeded_at(self) -> datetime | None:
+        """When the latest run that ran to the end was submitted. State files written
+        before outcomes were recorded count their last run: a failed local run was never
+        recorded then, and a KFP run's outcome is learned on the next visit."""
+        if self.last_success_at:
+            return datetime.fromisoformat(self.last_success_at)
+        if self.last_run is not None and self.last_run.outcome is None and not self.failures:
+            return self.last_run.at
+        return None
+
+    def with_outcome(self, outcome: str, error: str | None, now: datetime) -> State:
+        """This state once the last run's outcome is known (recorded at most once)."""
+        if self.last_run is None or self.last_run.outcome is not None:
+            return self
+        run = dataclasses.replace(self.last_run, outcome=outcome, error=error)
+        if outcome == FAILED:
+            return dataclasses.replace(
+                self,
+                last_run=run,
+                failures=self.failures + 1,
+                last_error=error,
+                last_failure_at=now.isoformat(),
+            )
+        return dataclasses.replace(self, last_run=run, failures=0, last_success_at=run.submitted_at)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> State:
+        """Reads every state.json written so far: fields added later have defaults."""
         raw = json.loads(text)
         last = raw.get("last_run")
         return cls(
-            int(raw.get("generation", 0)), LastRun(**last) if last else None, raw.get("drift_since")
+            int(raw.get("generation", 0)),
+            LastRun.from_dict(last) if last else None,
+            raw.get("drift_since"),
+            int(raw.get("failures", 0)),
+            raw.get("last_error"),
+            raw.get("last_failure_at"),
+            raw.get("last_success_at"),
         )
 
 

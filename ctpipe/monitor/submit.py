@@ -2,6 +2,10 @@
 
 This is the one module that talks to the KFP API. Tests run the real `kfp.Client`
 against a recording HTTP server on loopback and check the requests it sends.
+
+A submitter also tells how a run it submitted ended (`outcome`), so that the monitor can
+count failed runs, back off and stop: a local run ends inside `submit` and its RunRef
+says so; a KFP run is asked about on the monitor's next visit.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ DEFAULT_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 ACTIVE_STATES = frozenset(
     {"PENDING", "RUNNING", "PAUSED", "CANCELING", "RUNTIME_STATE_UNSPECIFIED"}
 )
+# A canceled run counts as failed: it trained nothing, and someone stopped it for a reason.
+FAILED_STATES = frozenset({"FAILED", "CANCELED"})
+SUCCEEDED_STATES = frozenset({"SUCCEEDED", "SKIPPED"})
+UNKNOWN = "UNKNOWN"  # a run this submitter cannot see (a local run of another process)
 
 
 class SubmitError(CtpipeError):
@@ -37,14 +45,56 @@ class RunRef:
     url: str | None = None
     blessed: bool | None = None  # known at once for local runs
     champion_version: str | None = None
+    failed: bool = False  # the run ran and failed (known at once for local runs)
+    error: str | None = None  # why, when failed
+
+    @property
+    def finished(self) -> bool:
+        """The run ended inside submit(): its outcome is known now."""
+        return self.failed or self.blessed is not None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a submitted run stands: the backend's state, upper case, and its error."""
+
+    run_id: str
+    state: str  # SUCCEEDED, FAILED, CANCELED, SKIPPED, RUNNING, ... or UNKNOWN
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        """Ran to the end; whether the gate blessed the challenger is another matter."""
+        return self.state in SUCCEEDED_STATES
 
 
 class Submitter(Protocol):
     backend: str
 
-    def submit(self, config: Config, reason: str, run_name: str) -> RunRef: ...
+    def submit(self, config: Config, reason: str, run_name: str) -> RunRef:
+        """Start a run. A run that cannot be submitted raises SubmitError; a run that
+        ran and failed inside this call is returned with `failed=True`."""
+        ...
+
+    def outcome(self, run_id: str) -> RunOutcome: ...
 
     def is_active(self, run_id: str) -> bool: ...
+
+
+def short_error(text: str | None, limit: int = 160) -> str:
+    """The first non-empty line of an error, cut to `limit` characters."""
+    line = next((s.strip() for s in (text or "").splitlines() if s.strip()), "")
+    if not line:
+        return "no error message"
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 class LocalSubmitter:
@@ -55,23 +105,34 @@ class LocalSubmitter:
     def __init__(self, verbose: bool = False, out: Any = None) -> None:
         self.verbose = verbose
         self.out = out
+        self._outcomes: dict[str, RunOutcome] = {}
 
     def submit(self, config: Config, reason: str, run_name: str) -> RunRef:
         from ctpipe.pipelines.local import run_local
 
         run = run_local(config, reason=reason, verbose=self.verbose, out=self.out or io.StringIO())
+        run_id = run.run_dir.name
         if not run.ok:
-            raise SubmitError(
-                f"local pipeline run {run_name} failed: {'; '.join(run.errors) or 'see its log'}"
+            step = f"step {run.failed_step}: " if run.failed_step else ""
+            error = f"{step}{_join_lines(run.errors) or 'see its log'}"
+            self._outcomes[run_id] = RunOutcome(run_id, "FAILED", error)
+            return RunRef(
+                run_id, run_name, self.backend, str(run.run_dir), failed=True, error=error
             )
+        self._outcomes[run_id] = RunOutcome(run_id, "SUCCEEDED")
         return RunRef(
-            run.run_dir.name,
+            run_id,
             run_name,
             self.backend,
             str(run.run_dir),
             blessed=run.blessed,
             champion_version=run.registered_version,
         )
+
+    def outcome(self, run_id: str) -> RunOutcome:
+        """Local runs end inside submit(); one submitted by another process is UNKNOWN
+        here (the monitor recorded its outcome when it was submitted)."""
+        return self._outcomes.get(run_id, RunOutcome(run_id, UNKNOWN))
 
     def is_active(self, run_id: str) -> bool:
         return False  # local runs finish inside submit()
@@ -255,14 +316,52 @@ class KfpSubmitter:
             ) from exc
         return str(recurring.recurring_run_id)
 
-    def is_active(self, run_id: str) -> bool:
+    def outcome(self, run_id: str) -> RunOutcome:
+        """The run's state from the API server, and for a failed run its error: the run's
+        own `error`, else the first failed task's."""
         try:
-            state = str(self.client.get_run(run_id).state or "")
+            run = self.client.get_run(run_id)
         except Exception as exc:
             raise SubmitError(
                 f"cannot read the state of run {run_id} on {self.host}: {exc}"
             ) from exc
-        return state.upper() in ACTIVE_STATES
+        state = str(getattr(run, "state", None) or "RUNTIME_STATE_UNSPECIFIED").upper()
+        error = _error_text(getattr(run, "error", None))
+        if error is None and state in FAILED_STATES:
+            details = getattr(run, "run_details", None)
+            for task in getattr(details, "task_details", None) or []:
+                task_error = _error_text(getattr(task, "error", None))
+                if task_error:
+                    error = f"step {getattr(task, 'display_name', None) or '?'}: {task_error}"
+                    break
+        if error is None and state in FAILED_STATES:
+            error = f"run ended {state}; see {self.host}/#/runs/details/{run_id}"
+        return RunOutcome(run_id, state, error)
+
+    def is_active(self, run_id: str) -> bool:
+        return self.outcome(run_id).active
+
+
+def _join_lines(lines: list[str]) -> str:
+    """Error lines as one: "; " between them, a space after a line that ends in ":"."""
+    out = ""
+    for line in (text.strip() for text in lines):
+        if line:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + line
+    return out
+
+
+def _error_text(status: Any) -> str | None:
+    """The message of a google.rpc.Status (a GoogleRpcStatus model or a plain dict)."""
+    if status is None:
+        return None
+    if isinstance(status, dict):
+        message, code = status.get("message"), status.get("code")
+    else:
+        message, code = getattr(status, "message", None), getattr(status, "code", None)
+    if message:
+        return str(message)
+    return f"error code {code}" if code else None
 
 
 def _name_filter(name: str) -> str:

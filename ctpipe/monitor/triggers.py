@@ -4,7 +4,8 @@ schedule       the champion is older than a maximum age
 data_drift     the drift engine's dataset verdict on the current window
 performance    a metric on recently labelled predictions fell below a floor, or below
                the champion's own test metric by a margin
-concept_drift  Page-Hinkley on the champion's per-prediction error stream
+concept_drift  Page-Hinkley on the champion's per-prediction error stream, from its
+               data's end or the last run that ran to the end, whichever is later
 manual         someone asked
 """
 
@@ -152,24 +153,34 @@ def page_hinkley(
     return PageHinkleyResult(int(alarms[0]) if len(alarms) else None, float(ph.max()), len(x))
 
 
-def concept_drift(errors: np.ndarray, delta: float, threshold: float) -> TriggerResult:
+def concept_drift(
+    errors: np.ndarray, delta: float, threshold: float, since: str | None = None
+) -> TriggerResult:
+    """Page-Hinkley on `errors`: the champion's labelled predictions after `since` (the
+    later of its data's end and the last run that ran to the end), so the test starts
+    over after each run instead of alarming on the errors a refused retrain left behind."""
     result = page_hinkley(errors, delta, threshold)
-    stats = {
+    stats: dict[str, Any] = {
         "page_hinkley": result.statistic,
         "threshold": threshold,
         "observations": result.observations,
+        "since": since,
     }
+    after = f" since {since}" if since else ""
     if result.observations == 0:
         return TriggerResult(
-            CONCEPT_DRIFT, False, "no labelled predictions of the champion yet", statistics=stats
+            CONCEPT_DRIFT,
+            False,
+            f"no labelled predictions of the champion{after} yet",
+            statistics=stats,
         )
     if result.alarm_at is not None:
         reason = (
-            f"Page-Hinkley alarm after {result.alarm_at + 1:,} of {result.observations:,} labelled predictions "
+            f"Page-Hinkley alarm after {result.alarm_at + 1:,} of {result.observations:,} labelled predictions{after} "
             f"(statistic {result.statistic:.1f} > {threshold:g})"
         )
         return TriggerResult(CONCEPT_DRIFT, True, reason, statistics=stats)
-    reason = f"Page-Hinkley {result.statistic:.1f} <= {threshold:g} over {result.observations:,} labelled predictions"
+    reason = f"Page-Hinkley {result.statistic:.1f} <= {threshold:g} over {result.observations:,} labelled predictions{after}"
     return TriggerResult(CONCEPT_DRIFT, False, reason, statistics=stats)
 
 

@@ -23,7 +23,7 @@ def exported_names() -> set[str]:
     """Every series name the code exports, histogram and counter suffixes included."""
     m = monitor_metrics
     names = {m.DRIFT_SHARE, m.FEATURE_DRIFT, m.DECISION, m.TRIGGER_FIRED, m.CHAMPION_AGE}
-    names |= {m.LABELLED_METRIC, m.LAST_RUN, m.ROWS}
+    names |= {m.LABELLED_METRIC, m.LAST_RUN, m.ROWS, m.BLOCKED, m.FAILED_RUNS, m.SCHEMA_PENDING}
     names |= {serving.REQUESTS, serving.ROWS, serving.MODEL_INFO, serving.LOG_PENDING}
     names |= {serving.LOG_FAILURES}
     for histogram in (serving.LATENCY, serving.SCORE):
@@ -50,7 +50,12 @@ def dashboard_exprs() -> list[str]:
 
 def test_the_promised_alerts_exist() -> None:
     found = alerts()
-    for name in ("CtpipeDataDrift", "CtpipeModelStale", "CtpipePredictorErrorRate"):
+    for name in (
+        "CtpipeDataDrift",
+        "CtpipeModelStale",
+        "CtpipePredictorErrorRate",
+        "CtpipeMonitorBlocked",
+    ):
         assert name in found
         assert found[name]["labels"]["severity"] in {"warning", "critical"}
         assert found[name]["annotations"]["summary"]
@@ -123,6 +128,33 @@ def test_promtool_checks_the_rules(promtool: str, tmp_path: Path) -> None:
     run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
 
 
+def test_promtool_accepts_the_monitor_metrics(promtool: str) -> None:
+    """The exposition, every gauge set, passes promtool's naming lint (no gauge ends in
+    _total, units spelled out, ...)."""
+    registry = monitor_metrics.MonitorMetrics()
+    registry.record(
+        "m",
+        action="blocked",
+        drift_share=0.4,
+        feature_scores={"age": {"p_value": 0.01}},
+        triggers={"data_drift": True},
+        champion_age_seconds=60.0,
+        labelled_metrics={"roc_auc": 0.8},
+        rows=10,
+        blocked=True,
+        failed_runs=3,
+        schema_changes_pending=1,
+    )
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=registry.exposition(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
 DRIFT_TEXT = (
     "50% of the features drifted in the latest window. The monitor retrains when the policy "
     "allows it (cooldown, new labelled rows); see its decision records."
@@ -130,6 +162,16 @@ DRIFT_TEXT = (
 STALE_TEXT = (
     "The champion was registered longer ago than the retraining schedule allows. Check the "
     "recurring run and the monitor's decisions: runs may be failing or never blessed."
+)
+BLOCKED_TEXT = (
+    "3 runs failed in a row. The latest decision record (state_dir/monitor/<model>/decisions) "
+    "gives the reason and the last error. Fix the cause, then run `ctpipe monitor --manual`: "
+    "a run that ends lifts the block."
+)
+SCHEMA_TEXT = (
+    "The data differs from the stored schema in distribution and validation.evolution is "
+    "manual. `ctpipe schema show` lists the change; `ctpipe schema accept --run <run id>` "
+    "stores it and lifts the block."
 )
 ERROR_TEXT = (
     "More than 5% of inference requests answered with a server error for 10 minutes. Check "
@@ -193,6 +235,71 @@ RULE_TESTS: list[dict[str, Any]] = [
                     }
                 ],
             }
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # Two failures (not blocked yet), then a third: blocked. Another model never is.
+            {
+                "series": 'ctpipe_monitor_blocked{job="ctpipe-monitor",model="m"}',
+                "values": "0x59 1x60",
+            },
+            {
+                "series": 'ctpipe_monitor_consecutive_failed_runs{job="ctpipe-monitor",model="m"}',
+                "values": "2x59 3x60",
+            },
+            {
+                "series": 'ctpipe_monitor_blocked{job="ctpipe-monitor",model="ok"}',
+                "values": "0x120",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "58m", "alertname": "CtpipeMonitorBlocked", "exp_alerts": []},
+            {
+                "eval_time": "90m",
+                "alertname": "CtpipeMonitorBlocked",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "critical"},
+                        "exp_annotations": {
+                            "summary": "m: the monitor is blocked and submits no retraining runs",
+                            "description": BLOCKED_TEXT,
+                        },
+                    }
+                ],
+            },
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # A change waits from minute 30 and is accepted at minute 90; another model has none.
+            {
+                "series": 'ctpipe_monitor_schema_changes_pending{job="ctpipe-monitor",model="m"}',
+                "values": "0x29 1x60 0x30",
+            },
+            {
+                "series": 'ctpipe_monitor_schema_changes_pending{job="ctpipe-monitor",model="ok"}',
+                "values": "0x120",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "32m", "alertname": "CtpipeSchemaChangeNeedsApproval", "exp_alerts": []},
+            {
+                "eval_time": "60m",
+                "alertname": "CtpipeSchemaChangeNeedsApproval",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "warning"},
+                        "exp_annotations": {
+                            "summary": "m: a schema change waits for approval; no runs are submitted",
+                            "description": SCHEMA_TEXT,
+                        },
+                    }
+                ],
+            },
+            {"eval_time": "110m", "alertname": "CtpipeSchemaChangeNeedsApproval", "exp_alerts": []},
         ],
     },
     {

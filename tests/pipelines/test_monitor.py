@@ -27,7 +27,7 @@ from ctpipe.errors import DataError
 from ctpipe.monitor import policy, predlog
 from ctpipe.monitor.runner import labels_root, predictions_root, run_monitor
 from ctpipe.monitor.state import MonitorStore
-from ctpipe.monitor.submit import LocalSubmitter
+from ctpipe.monitor.submit import LocalSubmitter, RunOutcome, RunRef
 from ctpipe.pipelines.local import run_local
 from tests.conftest import make_config
 
@@ -172,8 +172,7 @@ def test_labels_with_unknown_request_ids_are_refused(fresh: Config) -> None:
 
 
 def _cli(config: Config, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "ctpipe.yaml"
-    path.write_text(yaml.safe_dump(config.to_dict()))
+    path = _config_file(config, tmp_path)
     return subprocess.run(
         [
             sys.executable,
@@ -267,3 +266,292 @@ def test_two_monitor_processes_racing_submit_exactly_once(fresh: Config, tmp_pat
     # The loser either lost the claim, or came late enough to see the winner's run.
     reasons = ("another monitor claimed this submission", "still active", "cooldown")
     assert any(reason in out for out, _ in outputs for reason in reasons), outputs
+
+
+# ------------------------------------------------ failed runs: backoff, blocked, recovery
+
+BOOM = "step train: ValueError: Input contains NaN"
+
+
+class FakeSubmitter:
+    """A test double at the Submitter boundary, for runs that fail (or end) on demand.
+
+    backend "local": the run ends inside submit() and its RunRef says how; "kfp": submit()
+    only starts it, and the outcome is read on the monitor's next visit.
+    """
+
+    def __init__(self, backend: str = "local", fail: bool = True) -> None:
+        self.backend = backend
+        self.fail = fail
+        self.submitted: list[str] = []
+        self.states: dict[str, str] = {}
+
+    def submit(self, config: Config, reason: str, run_name: str) -> RunRef:
+        run_id = f"run-{len(self.submitted) + 1}"
+        self.submitted.append(run_name)
+        self.states[run_id] = "FAILED" if self.fail else "SUCCEEDED"
+        if self.backend == "kfp":
+            return RunRef(run_id, run_name, self.backend)
+        if self.fail:
+            return RunRef(run_id, run_name, self.backend, failed=True, error=BOOM)
+        return RunRef(run_id, run_name, self.backend, blessed=False)  # refused by the gate
+
+    def outcome(self, run_id: str) -> RunOutcome:
+        state = self.states.get(run_id, "UNKNOWN")
+        return RunOutcome(run_id, state, BOOM if state == "FAILED" else None)
+
+    def is_active(self, run_id: str) -> bool:
+        return self.outcome(run_id).active
+
+
+@pytest.fixture
+def isolated(champion_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The module's champion (its MLflow store, by MLFLOW_TRACKING_URI), but this test's
+    own state_dir: monitor state, claims and decisions start empty."""
+    monkeypatch.setenv(registry.TRACKING_ENV, registry.tracking_uri(champion_config.state_dir))
+    monitor = dataclasses.replace(
+        champion_config.monitor,
+        predictions=str(tmp_path / "predictions"),
+        labels=str(tmp_path / "labels"),
+    )
+    return champion_config.replace(state_dir=str(tmp_path / "state"), monitor=monitor)
+
+
+def _champion_version(config: Config) -> str:
+    """Earlier tests in this module may have promoted a new champion."""
+    champion = registry.champion(config)
+    assert champion is not None
+    return str(champion.version)
+
+
+def _optional_pushgateway(request: pytest.FixtureRequest) -> str | None:
+    try:
+        return str(request.getfixturevalue("pushgateway"))
+    except pytest.skip.Exception:
+        return None  # not installed: the decision records are checked all the same
+
+
+def _scrape(gateway: str, name: str, model: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("model") == model:
+                return float(sample.value)
+    raise AssertionError(f"{name}{{model={model!r}}} is not on the gateway")
+
+
+@pytest.mark.parametrize("backend", ["local", "kfp"])
+def test_an_always_failing_pipeline_backs_off_then_blocks(
+    isolated: Config, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Drift fires on every hourly visit; every run fails. At most max_failed_runs runs go
+    out, each after a longer wait, then the monitor is blocked, says why, and alerts."""
+    gateway = _optional_pushgateway(request)
+    batch = _stream(31, 800, shifted=True, start_days=200)
+    _serve(isolated, batch, _champion_version(isolated))
+    submitter = FakeSubmitter(backend)
+    start = _now(batch)
+    visits = [*range(10), 30, 200]  # hours after the drifted day
+    outcomes = [
+        run_monitor(
+            isolated,
+            submitter,
+            now=start + timedelta(hours=hour),
+            report=False,
+            pushgateway=gateway,
+        )
+        for hour in visits
+    ]
+    rules = isolated.monitor.policy
+    assert len(submitter.submitted) == rules.max_failed_runs == 3, [
+        o.decision.action for o in outcomes
+    ]
+    actions = [o.decision.action for o in outcomes]
+    submitted_at = [h for h, a in zip(visits, actions, strict=True) if a == policy.SUBMIT]
+    # local: a failure is known at once; kfp: on the next visit. Waits of 1h, then 2h.
+    assert submitted_at == ([0, 1, 3] if backend == "local" else [0, 2, 5]), actions
+    backoffs = [r for o in outcomes for r in o.decision.reasons if r.startswith("backoff:")]
+    assert backoffs and BOOM in backoffs[0]
+    first_blocked = actions.index(policy.BLOCKED)
+    assert set(actions[first_blocked:]) == {policy.BLOCKED}
+
+    last = outcomes[-1]
+    (reason,) = last.decision.blocked_by
+    assert reason.startswith(f"blocked: 3 runs failed in a row, last error: {BOOM}")
+    assert "BLOCKED" in last.summary() and reason in last.summary()
+    record = json.loads(Path(last.record_uri).read_text())
+    assert record["action"] == "blocked" and record["blocked"] == [reason]
+    assert record["failures"]["in_a_row"] == 3 and record["failures"]["last_error"] == BOOM
+    store = MonitorStore(isolated.state_dir, isolated.model_name)
+    assert len(list(Path(store.root, "decisions").iterdir())) == len(visits)
+    state = store.load()
+    assert state.failures == 3 and state.last_run is not None and state.last_run.failed
+    if gateway:
+        assert _scrape(gateway, "ctpipe_monitor_blocked", isolated.model_name) == 1.0
+        assert (
+            _scrape(gateway, "ctpipe_monitor_consecutive_failed_runs", isolated.model_name) == 3.0
+        )
+
+    # Someone fixed it and asks: a manual request submits while blocked, and says so.
+    submitter.fail = False
+    later = start + timedelta(hours=201)
+    manual = run_monitor(isolated, submitter, now=later, manual=True, report=False)
+    assert manual.decision.action == policy.SUBMIT and manual.run is not None
+    assert any("despite the block" in r for r in manual.decision.reasons)
+    assert len(submitter.submitted) == 4
+    # The run ran to the end (refused by the gate: still a success): the count resets, at
+    # once for a local run, on the next visit for a KFP one.
+    after = run_monitor(
+        isolated, submitter, now=later + timedelta(minutes=10), report=False, pushgateway=gateway
+    )
+    assert after.decision.action != policy.BLOCKED and not after.record["blocked"]
+    assert store.load().failures == 0
+    if gateway:
+        assert _scrape(gateway, "ctpipe_monitor_blocked", isolated.model_name) == 0.0
+
+
+def test_a_real_failed_run_is_recorded_and_then_blocks(isolated: Config, tmp_path: Path) -> None:
+    """The real pipeline, on data without its target column: the run fails at validation.
+    With max_failed_runs 1, the next visit (the CLI) is blocked and still exits 0."""
+    broken = tmp_path / "no-label.parquet"
+    table = synthetic.generate(600, seed=3)
+    pq.write_table(table.drop_columns(["label"]), broken)
+    config = isolated.replace(
+        data=dataclasses.replace(isolated.data, uri=str(broken)),
+        monitor=dataclasses.replace(
+            isolated.monitor,
+            policy=dataclasses.replace(isolated.monitor.policy, max_failed_runs=1),
+        ),
+    )
+    batch = _stream(32, 800, shifted=True, start_days=200)
+    version = _champion_version(config)
+    _serve(config, batch, version)
+    outcome = run_monitor(config, LocalSubmitter(), now=_now(batch), report=False)
+    assert outcome.decision.action == policy.SUBMIT, outcome.summary()
+    assert outcome.run is not None and outcome.run.failed and outcome.run.error
+    assert "label" in outcome.run.error, outcome.run.error
+    assert "run FAILED" in outcome.summary()
+    record = json.loads(Path(outcome.record_uri).read_text())
+    assert record["run"]["failed"] is True and record["failures"]["in_a_row"] == 1
+    assert record["blocked"] and record["blocked"][0].startswith("blocked: 1 runs failed")
+    assert _champion_version(config) == version  # the champion stays
+
+    result = _cli(config, tmp_path, "--now", (_now(batch) + timedelta(days=2)).isoformat())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "decision: BLOCKED" in result.stdout
+    assert "blocked: 1 runs failed in a row, last error: " in result.stderr
+    assert "submitting" not in result.stdout
+
+
+def test_page_hinkley_starts_over_after_a_refused_run(isolated: Config) -> None:
+    """Concept drift alarms; a run is refused by the gate; the next checks judge only the
+    errors made after that run, so the old alarm does not fire again."""
+    rules = isolated.monitor.triggers
+    config = isolated.replace(
+        monitor=dataclasses.replace(
+            isolated.monitor,
+            triggers=dataclasses.replace(
+                rules,
+                data_drift=False,
+                performance_margin=None,
+                performance_floor=None,
+                page_hinkley_threshold=25.0,
+            ),
+        )
+    )
+    quiet = _stream(33, 800, shifted=False, start_days=200)
+    changed = _stream(34, 800, shifted=True, start_days=201)
+    version = _champion_version(config)
+    _serve(config, quiet, version)
+    _serve(config, changed, version)
+    submitter = FakeSubmitter("local", fail=False)  # runs end, the gate refuses
+    alarm = run_monitor(config, submitter, now=_now(changed), report=False)
+    assert alarm.decision.fired == ("concept_drift",), alarm.summary()
+    assert alarm.decision.action == policy.SUBMIT and alarm.run is not None
+    assert alarm.record["inputs"]["sequential_since_from"] == "champion"
+
+    # Two hours on (past the cooldown), no new labels: nothing to judge, nothing fires.
+    again = run_monitor(config, submitter, now=_now(changed) + timedelta(hours=2), report=False)
+    concept = next(t for t in again.triggers if t.name == "concept_drift")
+    assert not concept.fired, concept.reason
+    assert again.decision.action == policy.NONE
+    assert again.record["inputs"]["sequential_since"] == _now(changed).isoformat()
+    assert again.record["inputs"]["sequential_since_from"] == "last_run"
+    assert concept.statistics["since"] == _now(changed).isoformat()
+
+    # A new day in the changed world: the same (already high) error level is no change.
+    more = _stream(35, 800, shifted=True, start_days=202)
+    _serve(config, more, version)
+    later = run_monitor(config, submitter, now=_now(more), report=False)
+    concept = next(t for t in later.triggers if t.name == "concept_drift")
+    assert not concept.fired and concept.statistics["observations"] == 800, concept.reason
+    assert len(submitter.submitted) == 1
+
+
+def test_a_schema_change_waiting_for_approval_blocks_until_accepted(
+    isolated: Config, tmp_path: Path
+) -> None:
+    """validation.evolution: manual. A run on data with a new category stops at validation
+    and proposes schema v2; the monitor blocks (and says how to accept) until `ctpipe
+    schema accept`, after which a run on the same data validates and finishes."""
+    from ctpipe.data import schema as schema_module
+
+    config = isolated.replace(
+        validation=dataclasses.replace(isolated.validation, evolution="manual"),
+    )
+    old = synthetic.generate(600, seed=3)
+    schemas = schema_module.SchemaStore(config.state_dir, config.model_name)
+    schemas.save_next(schema_module.infer(old, config))
+    channel = old.column("channel").to_pylist()
+    new = old.set_column(
+        old.column_names.index("channel"),
+        "channel",
+        pa.array(["kiosk" if i % 3 == 0 else c for i, c in enumerate(channel)]),
+    )
+    data = tmp_path / "new-channel.parquet"
+    pq.write_table(new, data)
+    config = config.replace(data=dataclasses.replace(config.data, uri=str(data)))
+    version = _champion_version(config)
+    batch = _stream(35, 400, shifted=False, start_days=200)
+    _serve(config, batch, version)
+
+    stopped = run_monitor(config, LocalSubmitter(), now=_now(batch), manual=True, report=False)
+    assert stopped.run is not None and stopped.run.failed, stopped.summary()
+    assert "schema accept --run" in (stopped.run.error or ""), stopped.run.error
+    [pending] = schemas.pending()
+    assert pending.proposed.changes == ("channel: new category 'kiosk'",)
+    assert stopped.record["schema"]["pending"][0]["accept"] == pending.accept_command
+    assert schemas.versions() == [1] and _champion_version(config) == version
+
+    later = _now(batch) + timedelta(days=1)
+    held = run_monitor(config, LocalSubmitter(), now=later, report=False)
+    assert held.decision.action == policy.BLOCKED, held.summary()
+    [reason] = held.decision.blocked_by
+    assert reason.startswith("blocked: schema change needs approval: run ")
+    assert f"accept it with `{pending.accept_command}`" in reason
+    assert held.run is None
+
+    accepted = subprocess.run(
+        [sys.executable, "-m", "ctpipe.cli", "schema", "accept", "--run", pending.run_id,
+         "--config", str(_config_file(config, tmp_path))],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "stored schema v2" in accepted.stdout
+    assert schemas.versions() == [1, 2] and schemas.pending() == []
+
+    resumed = run_monitor(
+        config, LocalSubmitter(), now=later + timedelta(hours=1), manual=True, report=False
+    )
+    assert not any("schema" in r for r in resumed.decision.blocked_by), resumed.summary()
+    assert resumed.run is not None and not resumed.run.failed, resumed.run.error
+    assert resumed.record["schema"]["pending"] == []
+
+
+def _config_file(config: Config, tmp_path: Path) -> Path:
+    path = tmp_path / "ctpipe.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    return path

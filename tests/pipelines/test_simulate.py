@@ -66,6 +66,52 @@ def test_simulate_replays_a_drifting_stream(tmp_path: Path) -> None:
     assert "prequential" in result.stdout and str(out) in result.stdout
 
 
+def test_a_run_that_fails_mid_stream_is_recorded_and_the_replay_goes_on(tmp_path: Path) -> None:
+    """Batch 3 arrives with a feature that is null in every row: the champion still predicts
+    (it imputes), but the run that trains on it fails validation for real. The replay
+    records the failed run, keeps the champion, and the next run (on clean data) goes."""
+    import pyarrow as pa
+
+    table = synthetic.generate(2400, seed=5, numeric=4, categorical=1, days=12)
+    batch = 400
+    column = table.column("num_0").to_pylist()
+    column[3 * batch : 4 * batch] = [None] * batch
+    table = table.set_column(
+        table.column_names.index("num_0"), "num_0", pa.array(column, pa.float64())
+    )
+    data = tmp_path / "stream.parquet"
+    synthetic.write(table, str(data))
+    config = tmp_path / "ctpipe.yaml"
+    config.write_text(
+        "task: classification\ntarget: label\ntimestamp: event_time\n"
+        "search:\n  candidates:\n    - {family: linear, params: {C: 1.0}}\n"
+        "gate:\n  thresholds: {roc_auc: 0.55}\n  bootstrap_samples: 200\n"
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "ctpipe.cli", "simulate", "--data", str(data), "--target", "label",
+            "--time", "event_time", "--batch", str(batch), "--label-delay", "1",
+            "--policy", "schedule:1", "--initial-batches", "3", "--train-window", str(batch),
+            "--config", str(config), "--out", str(out),
+        ],
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["batches"] == 3 and summary["failed_runs"] >= 1, result.stdout
+    timeline = {b["batch"]: b for b in summary["timeline"]}
+    # Batch 4's run trains on batch 3 (revealed one batch late): it fails, the champion stays.
+    failed = timeline[4]
+    assert failed["action"] == "submit" and failed["failed"] is True, result.stdout
+    assert "num_0" in failed["error"] and failed["champion_after"] == failed["champion"]
+    assert "run failed: " in result.stdout and ", champion stays" in result.stdout
+    # The replay went on to the end: batch 5's run trained on clean data and ended.
+    assert timeline[5]["action"] == "submit" and timeline[5]["failed"] is False, result.stdout
+    assert summary["retrains"] == 2 and summary["failed_runs"] == 1
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_simulate_refuses_a_stream_too_short(tmp_path: Path) -> None:
     data = tmp_path / "short.parquet"
     synthetic.write(synthetic.generate(500, seed=1), str(data))

@@ -32,6 +32,7 @@ class RecordingKfp(ThreadingHTTPServer):
         self.pipelines = [{"pipeline_id": "p-1", "display_name": "continuous-training"}]
         self.versions = [{"pipeline_id": "p-1", "pipeline_version_id": "v-9", "display_name": "v9"}]
         self.run_state = "RUNNING"
+        self.run_extra: dict[str, Any] = {}  # more fields of GET /runs/{id}: error, run_details
         self.recurring_runs: list[dict[str, Any]] = []
         self.multi_user = False
 
@@ -116,7 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
             ]
             self._reply({"recurringRuns": found, "total_size": len(found)})
         elif path.startswith(f"{API}/runs/"):
-            self._reply({"run_id": path.rsplit("/", 1)[1], "state": self.server.run_state})
+            self._reply(
+                {
+                    "run_id": path.rsplit("/", 1)[1],
+                    "state": self.server.run_state,
+                    **self.server.run_extra,
+                }
+            )
         else:
             self._reply({"error": "not found"}, 404)
 
@@ -231,6 +238,53 @@ def test_run_state_decides_whether_a_run_is_active(kfp_server: RecordingKfp, tok
     assert submitter.is_active("run-42") is True
     kfp_server.run_state = "SUCCEEDED"
     assert submitter.is_active("run-42") is False
+
+
+def test_the_outcome_of_a_run_is_read_from_the_api(kfp_server: RecordingKfp, token: str) -> None:
+    submitter = KfpSubmitter(kfp_server.url, token_path=token)
+    running = submitter.outcome("run-42")
+    assert running.active and not running.failed and not running.succeeded
+    kfp_server.run_state = "SUCCEEDED"
+    done = submitter.outcome("run-42")
+    assert done.succeeded and not done.failed and done.error is None
+
+    # A failed run with its own error (google.rpc.Status).
+    kfp_server.run_state = "FAILED"
+    kfp_server.run_extra = {"error": {"code": 2, "message": "task validate failed"}}
+    failed = submitter.outcome("run-42")
+    assert failed.failed and not failed.active and failed.state == "FAILED"
+    assert failed.error == "task validate failed"
+    (asked,) = {r["path"] for r in kfp_server.find("GET", f"{API}/runs/run-42")}
+    assert asked == f"{API}/runs/run-42"
+
+    # Without one, the first failed task's error, named after the task.
+    kfp_server.run_extra = {
+        "run_details": {
+            "task_details": [
+                {"display_name": "ingest", "state": "SUCCEEDED"},
+                {
+                    "display_name": "validate",
+                    "state": "FAILED",
+                    "error": {"code": 2, "message": "the label column is missing"},
+                },
+            ]
+        }
+    }
+    assert submitter.outcome("run-42").error == "step validate: the label column is missing"
+
+    # Canceled counts as failed; with no error anywhere, the message points at the run.
+    kfp_server.run_state, kfp_server.run_extra = "CANCELED", {}
+    canceled = submitter.outcome("run-42")
+    assert canceled.failed and canceled.error is not None
+    assert "CANCELED" in canceled.error and "/#/runs/details/run-42" in canceled.error
+
+
+def test_an_unreadable_run_state_is_a_clear_error(token: str) -> None:
+    from tests.conftest import free_port
+
+    submitter = KfpSubmitter(f"http://127.0.0.1:{free_port()}", token_path=token)
+    with pytest.raises(SubmitError, match="cannot read the state of run run-42"):
+        submitter.outcome("run-42")
 
 
 def test_a_missing_pipeline_is_a_clear_error(

@@ -44,6 +44,9 @@ def record_example(registry: MonitorMetrics, model: str, **overrides: object) ->
         "champion_age_seconds": 86_400.0,
         "labelled_metrics": {"roc_auc": 0.81, "accuracy": 0.77},
         "rows": 1234,
+        "blocked": False,
+        "failed_runs": 1,
+        "schema_changes_pending": 0,
         "timestamp": 1_700_000_000.0,
     }
     values.update(overrides)
@@ -60,9 +63,13 @@ def test_metric_names_are_prefixed_and_complete() -> None:
         metrics.LABELLED_METRIC,
         metrics.LAST_RUN,
         metrics.ROWS,
+        metrics.BLOCKED,
+        metrics.FAILED_RUNS,
+        metrics.SCHEMA_PENDING,
     ]
     assert all(name.startswith("ctpipe_") for name in names)
-    assert metrics.ACTIONS == ("none", "submit", "skip")
+    assert not any(name.endswith("_total") for name in names)  # gauges, not counters
+    assert metrics.ACTIONS == ("none", "submit", "skip", "blocked")
     assert metrics.TRIGGERS == ("schedule", "data_drift", "performance", "concept_drift", "manual")
 
 
@@ -79,6 +86,7 @@ def test_exposition_holds_every_gauge_with_its_labels() -> None:
         "none": 0.0,
         "submit": 1.0,
         "skip": 0.0,
+        "blocked": 0.0,
     }
     assert {t: found[key(metrics.TRIGGER_FIRED, trigger=t)] for t in metrics.TRIGGERS} == {
         "schedule": 0.0,
@@ -92,7 +100,27 @@ def test_exposition_holds_every_gauge_with_its_labels() -> None:
     assert found[key(metrics.LABELLED_METRIC, metric="accuracy")] == 0.77
     assert found[key(metrics.LAST_RUN)] == 1_700_000_000.0
     assert found[key(metrics.ROWS)] == 1234.0
-    assert len(found) == 17
+    assert found[key(metrics.BLOCKED)] == 0.0
+    assert found[key(metrics.FAILED_RUNS)] == 1.0
+    assert found[key(metrics.SCHEMA_PENDING)] == 0.0
+    assert len(found) == 21
+
+
+def test_a_blocked_monitor_shows_in_its_gauges() -> None:
+    registry = MonitorMetrics()
+    record_example(
+        registry, "churn", action="blocked", blocked=True, failed_runs=3, schema_changes_pending=1
+    )
+    found = samples(registry.exposition().decode(), model="churn")
+    assert found[key(metrics.BLOCKED)] == 1.0
+    assert found[key(metrics.FAILED_RUNS)] == 3.0
+    assert found[key(metrics.SCHEMA_PENDING)] == 1.0
+    assert found[key(metrics.DECISION, action="blocked")] == 1.0
+    assert found[key(metrics.DECISION, action="submit")] == 0.0
+    # Left out (no champion yet): no series at all, rather than a made-up 0.
+    record_example(registry, "churn", blocked=None, failed_runs=None)
+    found = samples(registry.exposition().decode(), model="churn")
+    assert key(metrics.BLOCKED) not in found and key(metrics.FAILED_RUNS) not in found
 
 
 def test_a_new_record_replaces_the_models_series_only() -> None:
@@ -137,6 +165,8 @@ def test_record_rejects_unknown_names() -> None:
         registry.record("churn", action="none", triggers={"weather": True})
     with pytest.raises(ValueError, match="rows"):
         registry.record("churn", action="none", rows=-1)
+    with pytest.raises(ValueError, match="failed_runs"):
+        registry.record("churn", action="none", failed_runs=-1)
     assert registry.models == ()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from ctpipe.config import Policy
 from ctpipe.monitor import policy, triggers
-from ctpipe.monitor.state import LastRun, MonitorStore, State
+from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -182,3 +184,153 @@ def test_an_abandoned_claim_is_taken_over_after_its_ttl(tmp_path: Path) -> None:
     assert store.claim(State(), NOW - timedelta(hours=3), ttl_seconds=7200) == 1  # its holder died
     assert store.claim(State(), NOW, ttl_seconds=7200) == 2
     assert store.claim(State(), NOW, ttl_seconds=7200) is None  # generation 2 is live
+
+
+# ------------------------------------------------------- failed runs: backoff, blocked
+
+FAILING = Policy(
+    cooldown="6h",
+    min_new_rows=1000,
+    claim_ttl="2h",
+    retry_backoff="1h",
+    max_retry_backoff="4h",
+    max_failed_runs=3,
+)
+
+
+def _after_failures(
+    count: int,
+    ago: timedelta,
+    fired: tuple[str, ...] = ("data_drift",),
+    active_run: str | None = None,
+    blocks: tuple[str, ...] = (),
+) -> policy.Decision:
+    """The policy `ago` after the last of `count` failed runs in a row."""
+    results = [triggers.TriggerResult(n, n in fired, "because") for n in triggers.ALL]
+    return policy.decide(
+        results,
+        FAILING,
+        now=NOW,
+        new_rows=5000,
+        last_run_at=NOW - ago,
+        active_run=active_run,
+        failures=policy.Failures(count, "step validate: the target column is missing", NOW - ago),
+        blocks=blocks,
+    )
+
+
+def test_the_backoff_doubles_per_failure_up_to_its_cap() -> None:
+    hours = [policy.retry_backoff_seconds(FAILING, n) / 3600 for n in range(7)]
+    assert hours == [0, 1, 2, 4, 4, 4, 4]
+    assert policy.retry_backoff_seconds(FAILING, 10_000) == 4 * 3600  # no overflow
+
+
+def test_after_a_failed_run_the_backoff_takes_the_cooldowns_place() -> None:
+    early = _after_failures(1, timedelta(minutes=30))
+    assert early.action == policy.SKIP
+    assert early.reasons[-1].startswith("backoff: 1 run(s) failed in a row")
+    assert "the target column is missing" in early.reasons[-1]
+    # An hour on, the retry goes, though the 6h cooldown has not passed.
+    assert _after_failures(1, timedelta(hours=1)).action == policy.SUBMIT
+    # The second failure in a row doubles the wait.
+    assert _after_failures(2, timedelta(hours=1.5)).action == policy.SKIP
+    assert _after_failures(2, timedelta(hours=2)).action == policy.SUBMIT
+
+
+def test_too_many_failed_runs_in_a_row_block_every_automatic_run() -> None:
+    blocked = _after_failures(3, timedelta(days=3))
+    assert blocked.action == policy.BLOCKED and blocked.fired == ("data_drift",)
+    assert blocked.blocked_by == (blocked.reasons[-1],)
+    assert blocked.reasons[-1].startswith(
+        "blocked: 3 runs failed in a row, last error: step validate: the target column is missing"
+    )
+    # Blocked shows whether or not anything fired, so every visit reports it.
+    quiet = _after_failures(3, timedelta(days=3), fired=())
+    assert quiet.action == policy.BLOCKED and quiet.fired == ()
+    assert quiet.reasons == blocked.blocked_by
+
+
+def test_a_manual_request_submits_while_blocked_and_says_so() -> None:
+    manual = _after_failures(5, timedelta(minutes=1), fired=("manual",))
+    assert manual.action == policy.SUBMIT and manual.run_reason == "manual"
+    assert manual.blocked_by and any("despite the block" in r for r in manual.reasons)
+    # ... but not beside a run still active.
+    busy = _after_failures(5, timedelta(minutes=1), fired=("manual",), active_run="run-7")
+    assert busy.action == policy.SKIP and "still active" in busy.reasons[-1]
+
+
+def test_other_blocks_are_reasons_passed_in() -> None:
+    reason = "blocked: schema v3 waits for approval"
+    held = _after_failures(0, timedelta(days=1), blocks=(reason,))
+    assert held.action == policy.BLOCKED and held.blocked_by == (reason,)
+    assert _after_failures(0, timedelta(days=1), blocks=(reason,), fired=("manual",)).action == (
+        policy.SUBMIT
+    )
+
+
+def test_an_always_failing_pipeline_gets_at_most_max_failed_runs_runs() -> None:
+    """The monitor's loop in small: state, policy, a run that always fails, 10 days of
+    hourly visits with drift firing on every one of them."""
+    state, submitted = State(), 0
+    for hour in range(240):
+        now = NOW + timedelta(hours=hour)
+        decision = policy.decide(
+            [triggers.TriggerResult("data_drift", True, "drifted")],
+            FAILING,
+            now=now,
+            new_rows=5000,
+            last_run_at=state.last_run.at if state.last_run else None,
+            active_run=None,
+            failures=policy.Failures(state.failures, state.last_error, state.failed_at),
+        )
+        if decision.action == policy.SUBMIT:
+            submitted += 1
+            run = LastRun(f"run-{hour}", "m-drift", "local", "data_drift", now.isoformat(), hour)
+            state = dataclasses.replace(state, last_run=run).with_outcome(FAILED, "boom", now)
+    assert submitted == FAILING.max_failed_runs == state.failures
+    assert decision.action == policy.BLOCKED
+
+
+def test_a_run_that_ends_resets_the_failures_and_is_recorded_once() -> None:
+    run = LastRun("run-1", "m", "kfp", "data_drift", NOW.isoformat(), 1)
+    failed = State(1, run, failures=2, last_error="old").with_outcome(FAILED, "new", NOW)
+    assert failed.failures == 3 and failed.last_error == "new"
+    assert failed.last_failure_at == NOW.isoformat() and failed.last_run.failed
+    assert failed.with_outcome(FAILED, "again", NOW) == failed  # learned once
+    assert failed.succeeded_at is None
+    later = dataclasses.replace(failed, last_run=dataclasses.replace(run, run_id="run-2"))
+    refused = later.with_outcome(SUCCEEDED, None, NOW + timedelta(hours=1))
+    assert refused.failures == 0 and refused.last_run.succeeded
+    assert refused.succeeded_at == NOW  # the run's submission time
+
+
+def test_state_files_written_before_failures_were_counted_still_load(tmp_path: Path) -> None:
+    store = MonitorStore(str(tmp_path), "m")
+    old = {
+        "generation": 4,
+        "last_run": {
+            "run_id": "run-4", "run_name": "m-schedule", "backend": "kfp",
+            "reason": "schedule", "submitted_at": NOW.isoformat(), "generation": 4,
+        },
+        "drift_since": None,
+    }  # fmt: skip
+    Path(store.state_uri).parent.mkdir(parents=True)
+    Path(store.state_uri).write_text(json.dumps(old))
+    state = store.load()
+    assert state.generation == 4 and state.failures == 0 and state.last_error is None
+    assert state.last_run is not None and state.last_run.outcome is None
+    assert state.succeeded_at == NOW  # a recorded run of old never failed
+    # And what is written now round-trips, unknown future keys ignored.
+    failed = state.with_outcome(FAILED, "boom", NOW)
+    store.save(failed)
+    assert store.load() == failed
+    raw = json.loads(Path(store.state_uri).read_text())
+    raw["last_run"]["added_later"] = 1
+    Path(store.state_uri).write_text(json.dumps(raw))
+    assert store.load() == failed
+
+
+def test_page_hinkley_reports_where_it_started() -> None:
+    fresh = triggers.concept_drift(np.zeros(0), 0.05, 50, since="2026-11-27T12:00:00+00:00")
+    assert not fresh.fired and "since 2026-11-27T12:00:00+00:00" in fresh.reason
+    assert fresh.statistics["since"] == "2026-11-27T12:00:00+00:00"

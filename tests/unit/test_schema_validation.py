@@ -88,9 +88,9 @@ def base_schema(ingested, config: Config) -> Schema:
 def check(ingested, base_schema: Schema, config: Config):
     """Ingest two files, a (rows 0..99) and b (rows 100..199), and check them."""
 
-    def run(a: pa.Table, b: pa.Table) -> tuple[ValidationResult, dict[str, str]]:
+    def run(a: pa.Table, b: pa.Table, **tolerances: Any) -> tuple[ValidationResult, dict[str, str]]:
         table, uris = ingested({"a.parquet": a, "b.parquet": b})
-        return validation.check(table, base_schema, config.validation), uris
+        return validation.check(table, base_schema, replace(config.validation, **tolerances)), uris
 
     return run
 
@@ -407,7 +407,9 @@ def test_empty_data(base_schema: Schema, config: Config) -> None:
     v = only(result, "empty_data")
     assert (v.severity, v.column, v.count) == ("error", None, 0)
     assert "(inferred now)" in result.summary
-    with pytest.raises(ValidationFailed, match="rule empty_data: the data has no rows"):
+    with pytest.raises(
+        ValidationFailed, match=r"rule empty_data \(integrity\): the data has no rows"
+    ):
         result.raise_if_failed()
 
 
@@ -517,14 +519,14 @@ def test_nan_counts_as_null_in_validation(check) -> None:
 
 
 @pytest.mark.parametrize(
-    ("outside", "severity"),
-    [(1, None), (6, "warning"), (60, "error")],
+    ("outside", "strictness", "severity"),
+    [(1, "hard", None), (6, "hard", "warning"), (60, "hard", "error"), (60, "soft", "warning")],
 )
-def test_out_of_range(check, outside: int, severity: str | None) -> None:
+def test_out_of_range(check, outside: int, strictness: str, severity: str | None) -> None:
     half = outside // 2
     a = with_values(new_a(), "x", {i: 100.0 for i in range(outside - half)})
     b = with_values(new_b(), "x", {i: -5.0 for i in range(half)})
-    result, uris = check(a, b)
+    result, uris = check(a, b, distribution=strictness)
     if severity is None:
         assert result.violations == ()
         return
@@ -534,6 +536,8 @@ def test_out_of_range(check, outside: int, severity: str | None) -> None:
     assert v.examples[0] == Location(uris["a.parquet"], 1, 100.0)
     assert Location(uris["b.parquet"], 1, -5.0) in v.examples
     assert f"{outside / 200:.1%} of values outside the schema range [0, 9]" in v.detail
+    assert v.kind == "distribution"
+    assert result.passed == (severity != "error")
 
 
 def test_examples_come_from_every_affected_file(check) -> None:
@@ -551,14 +555,19 @@ def test_examples_come_from_every_affected_file(check) -> None:
 
 
 @pytest.mark.parametrize(
-    ("unseen", "distinct", "severity"),
-    [(4, 1, "warning"), (20, 1, "error"), (80, 80, "error")],
+    ("unseen", "distinct", "strictness", "severity"),
+    [
+        (4, 1, "hard", "warning"),
+        (20, 1, "hard", "error"),
+        (80, 80, "hard", "error"),
+        (80, 80, "soft", "warning"),
+    ],
 )
-def test_unseen_category(check, unseen: int, distinct: int, severity: str) -> None:
+def test_unseen_category(check, unseen: int, distinct: int, strictness: str, severity: str) -> None:
     new = {i: (f"new-{i}" if distinct > 1 else "d") for i in range(unseen)}
     a = with_values(new_a(), "c", {i: v for i, v in new.items() if i < 100})
     b = with_values(new_b(), "c", {i - 100: v for i, v in new.items() if i >= 100})
-    result, uris = check(a, b)
+    result, uris = check(a, b, distribution=strictness)
     v = only(result, "unseen_category")
     assert (v.severity, v.column, v.count) == (severity, "c", unseen)
     assert v.files == {uris["a.parquet"]: min(unseen, 100)}
@@ -643,7 +652,7 @@ def test_check_without_provenance_still_counts(base_schema: Schema, config: Conf
     v = only(validation.check(table, base_schema, config.validation), "unseen_category")
     assert (v.count, v.files, v.examples) == (1, {}, ())
     assert v.lines() == [
-        "column 'c', rule unseen_category: 1.0% of rows hold 1 category not in the schema (max 5%)"
+        "column 'c', rule unseen_category (distribution): 1.0% of rows hold 1 category not in the schema (max 5%)"
     ]
 
 
@@ -657,7 +666,7 @@ def broken(check) -> tuple[ValidationResult, dict[str, str]]:
     b = new_b(x=pa.array([str(float(i % 10)) for i in range(100)]), extra=pa.array([1] * 100))
     b = with_values(b, "x", {1: "abc"})
     b = with_values(b, "label", {7: 5})
-    return check(a, b)
+    return check(a, b, distribution="hard")
 
 
 def test_raise_if_failed_lists_every_error(broken: tuple[ValidationResult, dict[str, str]]) -> None:
@@ -676,12 +685,12 @@ def test_raise_if_failed_lists_every_error(broken: tuple[ValidationResult, dict[
     message = str(info.value)
     assert message.startswith("data validation failed against schema v1:\n")
     expected = [
-        f"{uris['a.parquet']}: column 'event_time', rule null_timestamp: rows without a timestamp [1 row(s)]",
-        f"{uris['a.parquet']}: column 'c', rule unseen_category:",
+        f"{uris['a.parquet']}: column 'event_time', rule null_timestamp (integrity): rows without a timestamp [1 row(s)]",
+        f"{uris['a.parquet']}: column 'c', rule unseen_category (distribution):",
         "[30 row(s)]; e.g. 'zzz' (row 1), 'zzz' (row 2), 'zzz' (row 3)",
-        f"{uris['b.parquet']}: column 'x', rule type_change: expected numbers",
+        f"{uris['b.parquet']}: column 'x', rule type_change (integrity): expected numbers",
         "[1 row(s)]; e.g. 'abc' (row 2)",
-        f"{uris['b.parquet']}: column 'label', rule unseen_label:",
+        f"{uris['b.parquet']}: column 'label', rule unseen_label (integrity):",
         "[1 row(s)]; e.g. '5' (row 8)",
     ]
     for text in expected:
@@ -701,7 +710,9 @@ def test_markdown_report_holds_every_violation(
     assert len(rows) == 1 + sum(max(1, len(v.files)) for v in result.violations)
     for v in result.violations:
         for file, count in (v.files or {"": v.count}).items():
-            prefix = f"| {v.severity} | {v.rule} | {file} | {v.column or ''} | {count:,} |"
+            prefix = (
+                f"| {v.severity} | {v.kind} | {v.rule} | {file} | {v.column or ''} | {count:,} |"
+            )
             line = next((r for r in rows if r.startswith(prefix)), None)
             assert line is not None, prefix
             assert v.detail in line
@@ -719,9 +730,9 @@ def test_warnings_only_pass(check) -> None:
     assert result.passed
     result.raise_if_failed()
     assert "## Data validation: passed" in result.markdown()
-    assert "| warning | unseen_category |" in result.markdown()
+    assert "| warning | distribution | unseen_category |" in result.markdown()
 
 
 def test_violation_lines_without_files() -> None:
     v = Violation("empty_data", "error", None, 0, "the data has no rows")
-    assert v.lines() == ["rule empty_data: the data has no rows"]
+    assert v.lines() == ["rule empty_data (integrity): the data has no rows"]
