@@ -153,7 +153,7 @@ def prepare_config(
         monitor.policy,
         cooldown=span(max(cooldown, 0.5)),
         min_new_rows=2 * batch if policy.kind != "schedule" else 0,
-        retry_backoff=span(1.0),  # after a failed run, retry a batch later, then 2, 4, ...
+        retry_backoff=span(0.5),  # after a failed run: the next batch, then 1, 2, 4 batches on
         max_retry_backoff=span(8.0),
     )
     monitor = dataclasses.replace(
@@ -208,7 +208,9 @@ def run(
         ids = pa.array([f"row-{i:08d}" for i in range(stream.num_rows)])
         stream = stream.append_column(id_column, ids)
     base = base.replace(id_column=id_column)
-    train_window = train_window or initial_batches * batch
+    # By default a retrain sees every labelled row so far, as a config without data.window
+    # does: a window shorter than a season forgets what the season before taught.
+    train_window = train_window or stream.num_rows
     times = stream.column(base.timestamp).cast(pa.int64()).to_numpy() / 1e6
     batch_span = float(np.median(np.diff(times[: count * batch : batch]))) if count > 1 else 3600.0
     config = prepare_config(base, out_dir, Policy.parse(policy), batch_span, batch, label_delay)

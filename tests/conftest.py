@@ -230,3 +230,30 @@ def pushgateway() -> Iterator[str]:
         lambda port: [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
     ) as url:
         yield url
+
+
+REPLAY_SEARCH = "    - {family: linear, params: {C: 1.0}}\n"
+
+
+def replay_config(folder: Path, target: str = "label", search: str = REPLAY_SEARCH) -> Path:
+    """A small config for `ctpipe simulate`: the default one with `search` as its candidate
+    list (YAML lines) and a cheap gate; written to folder/ctpipe.yaml."""
+    path = folder / "ctpipe.yaml"
+    path.write_text(
+        f"task: classification\ntarget: {target}\ntimestamp: event_time\n"
+        f"search:\n  candidates:\n{search}"
+        "gate:\n  thresholds: {roc_auc: 0.55}\n  bootstrap_samples: 200\n"
+    )
+    return path
+
+
+def simulate_cli(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """`ctpipe simulate ARGS` in a fresh interpreter, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ctpipe.cli", "simulate", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        cwd=cwd,
+    )

@@ -7,8 +7,6 @@ small end-to-end run goes through the CLI with the real monitor and pipeline.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 from ctpipe import policy_comparison as pcmp
 from ctpipe.data import synthetic
 from ctpipe.errors import ConfigError
+from tests.conftest import replay_config, simulate_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -178,17 +177,6 @@ def test_write_puts_table_json_and_plot_in_the_folder(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "comparison.json").read_text())["best"] == ["auto"]
 
 
-def simulate(tmp_path: Path, *args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ctpipe.cli", "simulate", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-        cwd=tmp_path,
-    )
-
-
 @pytest.mark.parametrize(
     ("policy", "says"),
     [("never,sometimes", "'sometimes'"), ("auto,auto", "listed twice"), ("never,", "empty")],
@@ -196,7 +184,7 @@ def simulate(tmp_path: Path, *args: str, timeout: int = 60) -> subprocess.Comple
 def test_a_bad_policy_list_fails_before_any_work(tmp_path: Path, policy: str, says: str) -> None:
     out = tmp_path / "out"
     # The data file does not exist either: the list must be refused before it is read.
-    result = simulate(
+    result = simulate_cli(
         tmp_path,
         "--data", str(tmp_path / "missing.csv"), "--target", "label", "--time", "event_time",
         "--policy", policy, "--out", str(out),
@@ -220,14 +208,9 @@ def test_simulate_compares_two_policies_on_one_stream(tmp_path: Path) -> None:
         drifts=(synthetic.Drift(at=0.5, covariate=1.5, concept=0.8),),
     )
     synthetic.write(table, str(data))
-    config = tmp_path / "ctpipe.yaml"
-    config.write_text(
-        "task: classification\ntarget: label\ntimestamp: event_time\n"
-        "search:\n  candidates:\n    - {family: linear, params: {C: 1.0}}\n"
-        "gate:\n  thresholds: {roc_auc: 0.55}\n  bootstrap_samples: 200\n"
-    )
+    config = replay_config(tmp_path)
     out = tmp_path / "out"
-    result = simulate(
+    result = simulate_cli(
         tmp_path,
         "--data", str(data), "--target", "label", "--time", "event_time", "--batch", "400",
         "--label-delay", "1", "--policy", "never,schedule:2", "--initial-batches", "3",

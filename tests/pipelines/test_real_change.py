@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,14 @@ import pytest
 from ctpipe import registry
 from ctpipe.data import scenarios, synthetic
 from ctpipe.data.schema import SchemaStore
+from tests.conftest import replay_config, simulate_cli
 
 pytestmark = pytest.mark.pipeline
 
-CONFIG = """\
-task: classification
-target: {target}
-timestamp: event_time
-search:
-  candidates:
-    - {{family: linear, params: {{C: 1.0}}}}
-    - {{family: hist_gradient_boosting, params: {{max_iter: 60}}}}
-gate:
-  bootstrap_samples: 200
-"""
+SEARCH = (
+    "    - {family: linear, params: {C: 1.0}}\n"
+    "    - {family: hist_gradient_boosting, params: {max_iter: 60}}\n"
+)
 
 # stream -> (target, batch rows, initial batches, schema change the retrain must record)
 CASES: dict[str, tuple[str, int, int, str | None]] = {
@@ -55,17 +48,14 @@ def _replay(name: str, tmp_path: Path) -> tuple[Path, subprocess.CompletedProces
     target, batch, initial, _ = CASES[name]
     data = tmp_path / f"{name}.csv"
     _write_stream(name, data)
-    config = tmp_path / "ctpipe.yaml"
-    config.write_text(CONFIG.format(target=target))
+    config = replay_config(tmp_path, target, SEARCH)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ctpipe.cli", "simulate", "--data", str(data), "--target", target,
-            "--time", "event_time", "--batch", str(batch), "--label-delay", "1",
-            "--initial-batches", str(initial), "--policy", "never,auto",
-            "--config", str(config), "--out", str(out),
-        ],
-        capture_output=True, text=True, check=False, timeout=1200,
+    result = simulate_cli(
+        tmp_path,
+        "--data", str(data), "--target", target, "--time", "event_time", "--batch", str(batch),
+        "--label-delay", "1", "--initial-batches", str(initial), "--policy", "never,auto",
+        "--config", str(config), "--out", str(out),
+        timeout=1200,
     )  # fmt: skip
     return out, result
 

@@ -12,6 +12,7 @@ import pytest
 from ctpipe.data import synthetic
 from ctpipe.errors import ConfigError
 from ctpipe.simulate import Policy
+from tests.conftest import replay_config, simulate_cli
 
 pytestmark = pytest.mark.pipeline
 
@@ -35,20 +36,14 @@ def test_simulate_replays_a_drifting_stream(tmp_path: Path) -> None:
         drifts=(synthetic.Drift(at=0.5, covariate=1.5, concept=0.8),),
     )
     synthetic.write(table, str(data))
-    config = tmp_path / "ctpipe.yaml"
-    config.write_text(
-        "task: classification\ntarget: label\ntimestamp: event_time\n"
-        "search:\n  candidates:\n    - {family: linear, params: {C: 1.0}}\n"
-        "gate:\n  thresholds: {roc_auc: 0.55}\n  bootstrap_samples: 200\n"
-    )
+    config = replay_config(tmp_path)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ctpipe.cli", "simulate", "--data", str(data), "--target", "label",
-            "--time", "event_time", "--batch", "400", "--label-delay", "1", "--policy", "drift",
-            "--initial-batches", "3", "--config", str(config), "--out", str(out),
-        ],
-        capture_output=True, text=True, check=False, timeout=900,
+    result = simulate_cli(
+        tmp_path,
+        "--data", str(data), "--target", "label",
+        "--time", "event_time", "--batch", "400", "--label-delay", "1", "--policy", "drift",
+        "--initial-batches", "3", "--config", str(config), "--out", str(out),
+        timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -81,21 +76,15 @@ def test_a_run_that_fails_mid_stream_is_recorded_and_the_replay_goes_on(tmp_path
     )
     data = tmp_path / "stream.parquet"
     synthetic.write(table, str(data))
-    config = tmp_path / "ctpipe.yaml"
-    config.write_text(
-        "task: classification\ntarget: label\ntimestamp: event_time\n"
-        "search:\n  candidates:\n    - {family: linear, params: {C: 1.0}}\n"
-        "gate:\n  thresholds: {roc_auc: 0.55}\n  bootstrap_samples: 200\n"
-    )
+    config = replay_config(tmp_path)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "ctpipe.cli", "simulate", "--data", str(data), "--target", "label",
-            "--time", "event_time", "--batch", str(batch), "--label-delay", "1",
-            "--policy", "schedule:1", "--initial-batches", "3", "--train-window", str(batch),
-            "--config", str(config), "--out", str(out),
-        ],
-        capture_output=True, text=True, check=False, timeout=900,
+    result = simulate_cli(
+        tmp_path,
+        "--data", str(data), "--target", "label",
+        "--time", "event_time", "--batch", str(batch), "--label-delay", "1",
+        "--policy", "schedule:1", "--initial-batches", "3", "--train-window", str(batch),
+        "--config", str(config), "--out", str(out),
+        timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
