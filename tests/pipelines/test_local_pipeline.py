@@ -176,10 +176,14 @@ def test_a_flood_of_unseen_categories(world: dict[str, Any]) -> None:
         FRESH.column("region"),
     )
     uri = _put(world, "bad/categories.parquet", _replace(FRESH, "region", region))
-    run = _run_bad(world, uri)
+    # New categories are drift, not corruption: they stop a run only where the user says so.
+    config: Config = world["config"]
+    hard = dataclasses.replace(config.validation, distribution="hard")
+    run = _run_bad({**world, "config": config.replace(validation=hard)}, uri)
     assert any(
-        "'region'" in e and "unseen_category" in e and "50.0% of rows" in e for e in run.errors
-    )
+        "'region'" in e and "unseen_category (distribution)" in e and "50.0% of rows" in e
+        for e in run.errors
+    ), run.errors
 
 
 def test_a_bad_config_key_is_refused_before_anything_runs(

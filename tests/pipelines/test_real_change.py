@@ -64,9 +64,7 @@ def _recorded_changes(state_dir: Path, model: str) -> tuple[list[str], list[dict
     """Every stored schema version's changes, and the schema diffs tagged on model versions."""
     store = SchemaStore(str(state_dir), model)
     stored = [change for v in store.versions() for change in store.load(v).changes]
-    import mlflow
-
-    client = mlflow.MlflowClient(registry.tracking_uri(str(state_dir)))
+    client = registry.client_for(registry.tracking_uri(str(state_dir)))
     tagged = [
         json.loads(v.tags.get(registry.TAG_SCHEMA_CHANGES) or "{}")
         for v in client.search_model_versions(f"name='{model}'")
@@ -75,7 +73,12 @@ def _recorded_changes(state_dir: Path, model: str) -> tuple[list[str], list[dict
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_loop_keeps_going_through_real_change(name: str, tmp_path: Path) -> None:
+def test_the_loop_keeps_going_through_real_change(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The replay's MLflow is the sqlite store under its own state_dir, whatever an earlier
+    # test left in this process's environment.
+    monkeypatch.delenv(registry.TRACKING_ENV, raising=False)
     out, result = _replay(name, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     comparison = json.loads((out / "comparison.json").read_text())
