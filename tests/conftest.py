@@ -235,6 +235,15 @@ def pushgateway() -> Iterator[str]:
 REPLAY_SEARCH = "    - {family: linear, params: {C: 1.0}}\n"
 
 
+def replay_stream(rows: int, drift: bool = True) -> Any:
+    """A small stream for `ctpipe simulate`: 200 rows a day, and with `drift` an abrupt
+    change (features and labelling rule) halfway."""
+    drifts = (synthetic.Drift(at=0.5, covariate=1.5, concept=0.8),) if drift else ()
+    return synthetic.generate(
+        rows, seed=5, numeric=4, categorical=1, days=rows / 200, drifts=drifts
+    )
+
+
 def replay_config(folder: Path, target: str = "label", search: str = REPLAY_SEARCH) -> Path:
     """A small config for `ctpipe simulate`: the default one with `search` as its candidate
     list (YAML lines) and a cheap gate; written to folder/ctpipe.yaml."""

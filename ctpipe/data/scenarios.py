@@ -58,9 +58,7 @@ def constant_comes_alive(rows: int = 12_000, seed: int = 0) -> pa.Table:
         position,
         seed,
         {
-            "x0": np.round(x[:, 0], 6),
-            "x1": np.round(x[:, 1], 6),
-            "x2": np.round(x[:, 2], 6),
+            **_numeric(x),
             "rate": np.round(rate, 8),
             "segment": _levels(SEGMENTS, segment),
         },
@@ -86,9 +84,7 @@ def new_category(rows: int = 12_000, seed: int = 0) -> pa.Table:
         position,
         seed,
         {
-            "x0": np.round(x[:, 0], 6),
-            "x1": np.round(x[:, 1], 6),
-            "x2": np.round(x[:, 2], 6),
+            **_numeric(x),
             "channel": _levels((*CHANNELS, NEW_CHANNEL), channel),
             "segment": _levels(SEGMENTS, segment),
         },
@@ -114,8 +110,7 @@ def seasonal_month(rows: int = 12_000, seed: int = 0) -> pa.Table:
         position,
         seed,
         {
-            "x0": np.round(x[:, 0], 6),
-            "x1": np.round(x[:, 1], 6),
+            **_numeric(x[:, :2]),
             "temperature": np.round(temperature, 2),
             "month": _levels(MONTHS, month),
         },
@@ -147,9 +142,7 @@ def label_prior_shift(rows: int = 12_000, seed: int = 0) -> pa.Table:
         position,
         seed,
         {
-            "x0": np.round(x[:, 0], 6),
-            "x1": np.round(x[:, 1], 6),
-            "x2": np.round(x[:, 2], 6),
+            **_numeric(x),
             "segment": _levels(SEGMENTS, segment),
         },
         label=label,
@@ -237,6 +230,11 @@ def _choose(
 
 def _levels(levels: tuple[str, ...], codes: np.ndarray) -> pa.Array:
     return pa.array(levels, pa.string()).take(pa.array(codes.astype(np.int64)))
+
+
+def _numeric(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns x0, x1, ... of a (rows, k) draw, rounded as a CSV would keep them."""
+    return {f"x{i}": np.round(x[:, i], 6) for i in range(x.shape[1])}
 
 
 def _table(

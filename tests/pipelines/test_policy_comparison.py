@@ -15,7 +15,7 @@ import pytest
 from ctpipe import policy_comparison as pcmp
 from ctpipe.data import synthetic
 from ctpipe.errors import ConfigError
-from tests.conftest import replay_config, simulate_cli
+from tests.conftest import replay_config, replay_stream, simulate_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -199,15 +199,7 @@ def test_a_bad_policy_list_fails_before_any_work(tmp_path: Path, policy: str, sa
 @pytest.mark.pipeline
 def test_simulate_compares_two_policies_on_one_stream(tmp_path: Path) -> None:
     data = tmp_path / "stream.csv"
-    table = synthetic.generate(
-        3200,
-        seed=5,
-        numeric=4,
-        categorical=1,
-        days=16,
-        drifts=(synthetic.Drift(at=0.5, covariate=1.5, concept=0.8),),
-    )
-    synthetic.write(table, str(data))
+    synthetic.write(replay_stream(3200), str(data))
     config = replay_config(tmp_path)
     out = tmp_path / "out"
     result = simulate_cli(

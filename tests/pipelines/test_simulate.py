@@ -12,7 +12,7 @@ import pytest
 from ctpipe.data import synthetic
 from ctpipe.errors import ConfigError
 from ctpipe.simulate import Policy
-from tests.conftest import replay_config, simulate_cli
+from tests.conftest import replay_config, replay_stream, simulate_cli
 
 pytestmark = pytest.mark.pipeline
 
@@ -27,15 +27,7 @@ def test_policy_parsing() -> None:
 
 def test_simulate_replays_a_drifting_stream(tmp_path: Path) -> None:
     data = tmp_path / "stream.csv"
-    table = synthetic.generate(
-        4800,
-        seed=5,
-        numeric=4,
-        categorical=1,
-        days=24,
-        drifts=(synthetic.Drift(at=0.5, covariate=1.5, concept=0.8),),
-    )
-    synthetic.write(table, str(data))
+    synthetic.write(replay_stream(4800), str(data))
     config = replay_config(tmp_path)
     out = tmp_path / "out"
     result = simulate_cli(
@@ -67,7 +59,7 @@ def test_a_run_that_fails_mid_stream_is_recorded_and_the_replay_goes_on(tmp_path
     records the failed run, keeps the champion, and the next run (on clean data) goes."""
     import pyarrow as pa
 
-    table = synthetic.generate(2400, seed=5, numeric=4, categorical=1, days=12)
+    table = replay_stream(2400, drift=False)
     batch = 400
     column = table.column("num_0").to_pylist()
     column[3 * batch : 4 * batch] = [None] * batch
