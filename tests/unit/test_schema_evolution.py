@@ -326,3 +326,19 @@ def test_schema_accept_cli(
     assert "stored schema v2" in out and "channel: new category 'email'" in out
     assert cli.main(["schema", "accept", "--config", str(path)]) != 0
     assert "no schema change is waiting" in capsys.readouterr().err
+
+
+def test_pending_changes_live_beside_the_versions_on_s3(config: Config, s3: Any) -> None:
+    """Where state_dir is an S3 prefix (a cluster): propose, list, accept and clear there."""
+    bucket = "ctpipe-schemas"
+    s3.create_bucket(Bucket=bucket)
+    store = SchemaStore(f"s3://{bucket}/state", config.model_name)
+    v1 = store.save_next(schema.infer(stream(200), config))
+    proposed = schema.evolve(v1, stream(10, 200, channel=["email"] * 10))
+    assert proposed is not None
+    store.propose(proposed, "kfp-run-9", "s3://data/new.parquet")
+    assert store.versions() == [1]  # a pending file is not a version
+    [pending] = store.pending()
+    assert (pending.run_id, pending.data) == ("kfp-run-9", "s3://data/new.parquet")
+    stored, _ = store.accept("kfp-run-9")
+    assert stored.version == 2 and store.versions() == [1, 2] and store.pending() == []

@@ -288,3 +288,16 @@ def test_s3_exclusive_write_precondition_is_real(s3: Any, bucket: str) -> None:
     response = info.value.response  # type: ignore[attr-defined]
     assert response["Error"]["Code"] == "PreconditionFailed"
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 412
+
+
+def test_delete_a_file_and_an_object(tmp_path: Path, s3: Any, bucket: str) -> None:
+    local = touch(tmp_path / "pending" / "run-1.json")
+    storage.delete(str(local))
+    assert not local.exists()
+    storage.delete(str(local))  # already gone: not an error
+    put(s3, bucket, "schemas/pending/run-1.json", "schemas/v0001.json")
+    storage.delete(f"s3://{bucket}/schemas/pending/run-1.json")
+    assert storage.list_files(f"s3://{bucket}/schemas") == [f"s3://{bucket}/schemas/v0001.json"]
+    storage.delete(f"s3://{bucket}/schemas/pending/run-1.json")
+    with pytest.raises(DataError, match="cannot delete object"):
+        storage.delete(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/x.json")
