@@ -74,7 +74,8 @@ def validate(
     used = schema
     proposed = schema_module.evolve(schema, table) if result.passed and not created else None
     if proposed is not None:
-        proposed = dataclasses.replace(proposed, source_hash=content_hash(table))
+        digest = content_hash(table)
+        proposed = dataclasses.replace(proposed, source_hash=digest)
         result = dataclasses.replace(
             result, evolved=proposed.changes, evolved_version=proposed.version
         )
@@ -84,7 +85,7 @@ def validate(
                 f"schema v{proposed.version} is stored when this run's challenger is registered"
             )
         else:
-            pending = store.propose(proposed, run_id or content_hash(table)[:16], data_path)
+            pending = store.propose(proposed, run_id or digest.split(":")[-1][:16], data_path)
             result = dataclasses.replace(
                 result,
                 violations=(*result.violations, validation.schema_change(pending, table.num_rows)),
