@@ -146,12 +146,9 @@ def prepare_config(
     )
     if policy.kind not in ("performance", "auto"):
         triggers = dataclasses.replace(triggers, performance_floor=None, performance_margin=None)
-    # A schedule of K batches means a run every K batches, also after a refused one (the
-    # champion then stays old, and its age alone would fire at every batch).
-    cooldown = {"auto": 2.5, "schedule": policy.every - 0.5}.get(policy.kind, 0.5)
     rules = dataclasses.replace(
         monitor.policy,
-        cooldown=span(max(cooldown, 0.5)),
+        cooldown=span(2.5 if policy.kind == "auto" else 0.5),
         min_new_rows=2 * batch if policy.kind != "schedule" else 0,
         retry_backoff=span(0.5),  # after a failed run: the next batch, then 1, 2, 4 batches on
         max_retry_backoff=span(8.0),

@@ -190,8 +190,9 @@ def run_monitor(
         store.save(state)
         say(f"last run {state.last_run.run_name if state.last_run else '?'}: {learned}")
 
-    # Sequential detectors start over after the champion's data and after the last run
-    # that ran to the end: a refused challenger must not leave the old alarm standing.
+    # Sequential detectors and the schedule start over after the champion's data and after
+    # the last run that ran to the end: a refused challenger must not leave the old alarm
+    # (or the old age) standing.
     sequential_since, sequential_from = as_of, "champion"
     if state.succeeded_at is not None and state.succeeded_at > as_of:
         sequential_since, sequential_from = state.succeeded_at, "last_run"
@@ -220,7 +221,11 @@ def run_monitor(
     age = (now - as_of).total_seconds()
     max_age = settings.triggers.max_model_age
     fired = [
-        triggers.schedule(age, parse_duration(max_age) if max_age else None),
+        triggers.schedule(
+            (now - sequential_since).total_seconds(),
+            parse_duration(max_age) if max_age else None,
+            since_run=sequential_from == "last_run",
+        ),
         _data_drift_trigger(drift_report, current.num_rows, config),
         triggers.performance(
             metric,
@@ -250,7 +255,7 @@ def run_monitor(
     # Reasons to submit nothing at all, each "blocked: ..."; too many failed runs in a row
     # add theirs inside the policy.
     schemas = SchemaStore(config.state_dir, config.model_name)
-    blocks = _schema_blocks(schemas)
+    pending = schemas.pending()
     decision = policy_module.decide(
         fired,
         settings.policy,
@@ -259,7 +264,7 @@ def run_monitor(
         last_run_at=last_run_at,
         active_run=active,
         failures=_failures(state),
-        blocks=blocks,
+        blocks=_schema_blocks(pending),
     )
     run = None
     if decision.action == policy_module.SUBMIT and dry_run:
@@ -303,8 +308,9 @@ def run_monitor(
     # Blocked after this visit: a block stands, or failed runs reached the limit (a manual
     # run that just failed keeps it; one that ran to the end lifted it).
     still = policy_module.failure_block(settings.policy, _failures(state))
-    pending = schemas.pending()  # again: a run submitted now may have proposed a change
-    blocked = [*_schema_blocks(schemas, pending), *([still] if still else [])]
+    if run is not None:  # it may have proposed a schema change
+        pending = schemas.pending()
+    blocked = [*_schema_blocks(pending), *([still] if still else [])]
 
     outcome_notes: list[str] = []
     report_uri = mlflow_report = None
@@ -411,18 +417,15 @@ def _failures(state: State) -> policy_module.Failures:
     return policy_module.Failures(state.failures, state.last_error, state.failed_at)
 
 
-def _schema_blocks(
-    schemas: SchemaStore, pending: list[PendingChange] | None = None
-) -> tuple[str, ...]:
+def _schema_blocks(waiting: list[PendingChange]) -> tuple[str, ...]:
     """A schema change waiting for approval (validation.evolution: manual) blocks runs:
     each would stop at validation the same way until someone accepts it."""
-    waiting = schemas.pending() if pending is None else pending
     if not waiting:
         return ()
     newest = waiting[-1]
     more = f" ({len(waiting)} changes waiting)" if len(waiting) > 1 else ""
     return (
-        f"blocked: schema change needs approval{more}: {newest.describe()}; "
+        f"{policy_module.BLOCKED_PREFIX}schema change needs approval{more}: {newest.describe()}; "
         f"accept it with `{newest.accept_command}`",
     )
 

@@ -40,18 +40,18 @@ def off(name: str) -> TriggerResult:
     return TriggerResult(name, False, "switched off in the config", enabled=False)
 
 
-def schedule(champion_age_seconds: float, max_age_seconds: float | None) -> TriggerResult:
+def schedule(
+    champion_age_seconds: float, max_age_seconds: float | None, *, since_run: bool = False
+) -> TriggerResult:
+    """`since_run`: the age counts from the last run that ended (a refused challenger
+    leaves the champion old, and its age alone would fire at every check)."""
     if max_age_seconds is None:
         return off(SCHEDULE)
     days, limit = champion_age_seconds / 86400, max_age_seconds / 86400
     stats = {"champion_age_seconds": champion_age_seconds, "max_age_seconds": max_age_seconds}
-    if champion_age_seconds > max_age_seconds:
-        return TriggerResult(
-            SCHEDULE, True, f"champion is {days:.1f} days old (max {limit:g})", statistics=stats
-        )
-    return TriggerResult(
-        SCHEDULE, False, f"champion is {days:.1f} days old (max {limit:g})", statistics=stats
-    )
+    subject = "the last run that ended" if since_run else "champion"
+    reason = f"{subject} is {days:.1f} days old (max {limit:g})"
+    return TriggerResult(SCHEDULE, champion_age_seconds > max_age_seconds, reason, statistics=stats)
 
 
 def data_drift(

@@ -22,6 +22,9 @@ def test_schedule_fires_past_the_maximum_age() -> None:
     assert triggers.schedule(31 * 86400, 30 * 86400).fired
     assert not triggers.schedule(29 * 86400, 30 * 86400).fired
     assert not triggers.schedule(10**9, None).enabled
+    after_run = triggers.schedule(2 * 86400, 30 * 86400, since_run=True)
+    assert not after_run.fired
+    assert after_run.reason == "the last run that ended is 2.0 days old (max 30)"
 
 
 def test_data_drift_trigger() -> None:
