@@ -21,3 +21,7 @@ class ValidationFailed(CtpipeError):
 
 class RegistryError(CtpipeError):
     """MLflow refused an operation or holds something unexpected."""
+
+
+class GateError(CtpipeError):
+    """The gate could not compare the challenger with the champion: the run refuses."""

@@ -278,30 +278,32 @@ def evaluate(
     import joblib
 
     from ctpipe import evaluation, registry
+    from ctpipe.errors import GateError
 
     schema = load_schema(schema_path)
     frame, labels = load_frame(test_path, schema, extra=tuple(config.sensitive_columns))
     challenger = evaluation.model_outputs(joblib.load(model_path), frame, config.task)
     champion_ref = registry.champion(config)
     champion_outputs = None
-    notes: tuple[str, ...] = ()
     if champion_ref is not None:
         try:
             champion_outputs = evaluation.model_outputs(
                 registry.load_model(champion_ref), frame, config.task
             )
-        except Exception as exc:  # an old champion may not understand new columns
-            notes = (
-                f"champion v{champion_ref.version} could not score the test slice ({exc}); compared on thresholds only",
-            )
+        except Exception as exc:
+            # Fail closed: judging on thresholds alone would let any challenger replace a
+            # champion that merely could not be loaded or could not read the new columns.
+            raise GateError(
+                f"champion v{champion_ref.version} could not score the test slice ({exc}); "
+                "the challenger is not judged without it and nothing is promoted"
+            ) from exc
     result = evaluation.evaluate(
         config,
         frame,
         labels,
         challenger,
         champion_outputs,
-        champion_ref.version if champion_outputs is not None and champion_ref else None,
-        notes,
+        champion_ref.version if champion_ref else None,
     )
     record = {
         "evaluation": result.to_dict(),

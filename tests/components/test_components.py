@@ -188,7 +188,7 @@ def _train_all(staged, tmp_path: Path) -> list[Model]:
     return models
 
 
-def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
+def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
     models = _train_all(staged, tmp_path)
     assert all(0.5 < m.metadata["validation_score"] <= 1.0 for m in models)
     best = artifact(Model, tmp_path, "best")
@@ -298,6 +298,31 @@ def test_train_select_evaluate_register(staged, tmp_path: Path) -> None:
     assert "champion v1" in summary
     html = Path(page.path).read_text()
     assert "<html" in html.lower() and "num_0" in html
+
+    # Fail closed: a champion that cannot score the test slice (its stored pickle no longer
+    # matches its SHA-256) stops the evaluation; it is never a thresholds-only pass.
+    [stored] = [
+        p
+        for p in Path(staged["config"]["state_dir"]).rglob("model.pkl")
+        if "mlruns" in str(p) or "artifacts" in str(p)
+    ]
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    refused = artifact(Artifact, tmp_path, "evaluation-3")
+    with pytest.raises(SystemExit) as stopped:
+        evaluate.python_func(
+            config=staged["config"],
+            model=best,
+            test=staged["test"],
+            schema=staged["schema"],
+            metrics=artifact(Metrics, tmp_path, "test_metrics-3"),
+            classification=artifact(ClassificationMetrics, tmp_path, "classification-3"),
+            report=artifact(Markdown, tmp_path, "gate-3"),
+            evaluation=refused,
+            champion=artifact(Artifact, tmp_path, "champion-3"),
+        )
+    assert stopped.value.code != 0
+    assert not Path(refused.path).exists()  # no decision for register to act on
+    assert "champion v1 could not score the test slice" in capsys.readouterr().out
 
 
 def test_components_fail_cleanly_on_a_bad_config(tmp_path: Path, capsys) -> None:
