@@ -61,7 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/train_torch.py
 	$(BIN)/python bench/containers.py
-	$(BIN)/python bench/policy_comparison.py
+	$(BIN)/python bench/ct_policies.py
 
 # Re-pin every dependency after changing pyproject.toml (needs a working .venv).
 constraints: $(STAMP)

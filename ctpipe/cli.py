@@ -263,7 +263,7 @@ def _simulate_policies(args: argparse.Namespace, base: Config, policies: list[st
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ctpipe import simulate
-    from ctpipe.data import synthetic
+    from ctpipe.data import scenarios
 
     out = Path(args.out).resolve()
     _fresh(out, force=True)
@@ -272,17 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("  - a gradual change from batch 17 to 21")
     print("The champion predicts each batch before its labels arrive (one batch later); the")
     print("monitor checks every batch and submits the real pipeline (kfp.local) when it must.\n")
-    stream = synthetic.generate(
-        24_000,
-        seed=11,
-        numeric=6,
-        categorical=2,
-        days=48,
-        drifts=(
-            synthetic.Drift(at=0.375, covariate=1.2, concept=0.6),
-            synthetic.Drift(at=0.70, width=0.2, covariate=-1.0, concept=0.4),
-        ),
-    )
+    stream = scenarios.demo_stream()
     base = config_module.from_dict(
         {
             "model_name": "ctpipe-demo-stream",
@@ -291,8 +281,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "timestamp": "event_time",
             "id_column": "request_id",
             "sensitive_columns": ["region"],
-            "search": {"candidates": DEMO_SEARCH},
+            "search": {"candidates": scenarios.DEMO_SEARCH},
             "gate": {"thresholds": {"roc_auc": 0.6}, "bootstrap_samples": 300},
+            # Abrupt concept drift: rows from before a change only teach the old world, and
+            # a backtest on the newest labelled rows says when that is.
+            "train": {"window": "auto"},
         },
         source="demo",
     )
@@ -304,18 +297,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         label_delay=1,
         policy="auto",
         initial_batches=4,
-        train_window=DEMO_TRAIN_WINDOW,
     )
     _report_simulation(sim)
     return 0
-
-
-DEMO_SEARCH = [
-    {"family": "linear", "params": {"C": 1.0}},
-    {"family": "hist_gradient_boosting", "params": {"max_iter": 80}},
-]
-# The demo's changes are abrupt concept drift: rows from before one only teach the old world.
-DEMO_TRAIN_WINDOW = 4000
 
 
 def _fresh(out: Path, force: bool) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ctpipe.errors import ConfigError
-from ctpipe.training.families import FAMILIES
+from ctpipe.training.families import FAMILIES, WEIGHTED_FAMILIES
 
 Task = Literal["classification", "regression"]
 
@@ -98,6 +98,25 @@ class Split:
 
 
 Strictness = Literal["hard", "soft"]
+
+
+@dataclass(frozen=True)
+class Train:
+    """Which rows a retrain learns from, and how it ends (see ctpipe.training.windows)."""
+
+    # expanding: every labelled row; sliding <N | N% | duration>: the newest rows only;
+    # auto: backtest `auto_windows` on the newest labelled rows before the test slice.
+    window: str = "expanding"
+    auto_windows: tuple[str, ...] = ("expanding", "sliding 50%", "sliding 25%")
+    backtest_folds: int = 3  # rolling-origin folds per window length (auto)
+    # Time-decay sample weights: a row this much older than the newest counts half.
+    half_life: str | None = None  # rows (5000) or a duration (30d); null: equal weights
+    # After a blessing, refit the blessed candidate on every row in the window, test slice
+    # included; kept only when its test predictions agree with the blessed model's.
+    final_refit: bool = True
+    # A refit learned the test slice, so under change its labels there differ: up to this
+    # share of changed labels (or MAE / label std) it is the same model, only fresher.
+    final_refit_tolerance: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,10 @@ class DriftRule:
     categorical_threshold: float = 0.1  # Jensen-Shannon distance (effect_size)
     alpha: float = 0.05  # family-wise error rate (holm)
     share: float = 0.25  # dataset drift when at least this share of columns drifted
+    # calibrated: each column's threshold is also at least what its own training data
+    # varies by from one monitor window to the next (seasonal data does not drift by
+    # being seasonal); fixed: the thresholds above only.
+    thresholds: Literal["fixed", "calibrated"] = "calibrated"
 
 
 @dataclass(frozen=True)
@@ -201,6 +224,11 @@ class Triggers:
     performance_floor: float | None = None  # absolute floor (ceiling for lower-is-better)
     performance_margin: float | None = 0.05  # or: this much below the champion's own test metric
     min_labelled: int = 200  # labelled predictions needed before performance is judged
+    performance_confidence: float = 0.95  # the drop must hold at this confidence (bootstrap)
+    # Labels newer than this count as "in time": then performance decides, and data drift
+    # alone triggers a run only when at least large_drift_share of the columns drifted.
+    label_horizon: str | None = "7d"  # null: data drift always triggers on its own
+    large_drift_share: float = 0.75
     concept_drift: bool = True  # Page-Hinkley on the per-prediction error stream
     page_hinkley_delta: float = 0.05  # error-rate change tolerated; smaller alarms on noise
     page_hinkley_threshold: float = 50.0
@@ -271,6 +299,7 @@ class Config:
     data: DataSource = field(default_factory=DataSource)
     features: Features = field(default_factory=Features)
     split: Split = field(default_factory=Split)
+    train: Train = field(default_factory=Train)
     validation: Validation = field(default_factory=Validation)
     search: Search = field(default_factory=Search)
     gate: Gate = field(default_factory=Gate)
@@ -586,6 +615,7 @@ def _check(config: Config, source: str) -> None:
         ):
             raise _fail(source, where, f"min {constraint.min:g} is above max {constraint.max:g}")
 
+    _check_train(config, source)
     window = config.data.window
     if window.last is not None:
         try:
@@ -641,11 +671,56 @@ def _check(config: Config, source: str) -> None:
         )
 
 
+def _check_train(config: Config, source: str) -> None:
+    from ctpipe.training import windows
+
+    train = config.train
+    try:
+        spec = windows.parse(train.window)
+    except ValueError as exc:
+        raise _fail(source, "train.window", str(exc)) from None
+    if spec.kind == windows.AUTO:
+        if len(train.auto_windows) < 2:
+            raise _fail(source, "train.auto_windows", "expected at least two windows to compare")
+        for i, text in enumerate(train.auto_windows):
+            try:
+                if windows.parse(text).kind == windows.AUTO:
+                    raise ValueError("auto cannot be one of the windows it chooses from")
+            except ValueError as exc:
+                raise _fail(source, f"train.auto_windows[{i}]", str(exc)) from None
+    if not 1 <= train.backtest_folds <= 10:
+        raise _fail(
+            source, "train.backtest_folds", f"expected 1 to 10 folds, got {train.backtest_folds}"
+        )
+    if train.half_life is not None:
+        try:
+            windows.parse_span(train.half_life, allow_share=False)
+        except ValueError as exc:
+            raise _fail(source, "train.half_life", str(exc)) from None
+        unweighted = [
+            s.family for s in config.search.candidates if s.family not in WEIGHTED_FAMILIES
+        ]
+        if unweighted:
+            raise _fail(
+                source,
+                "train.half_life",
+                f"family {unweighted[0]!r} takes no sample weights; weighted families: "
+                f"{', '.join(sorted(WEIGHTED_FAMILIES))}",
+            )
+    if not 0 < train.final_refit_tolerance < 1:
+        raise _fail(
+            source,
+            "train.final_refit_tolerance",
+            f"expected a fraction between 0 and 1, got {train.final_refit_tolerance}",
+        )
+
+
 def _check_monitor(config: Config, source: str) -> None:
     monitor = config.monitor
     durations = {
         "monitor.window": monitor.window,
         "monitor.triggers.max_model_age": monitor.triggers.max_model_age,
+        "monitor.triggers.label_horizon": monitor.triggers.label_horizon,
         "monitor.policy.cooldown": monitor.policy.cooldown,
         "monitor.policy.claim_ttl": monitor.policy.claim_ttl,
         "monitor.policy.retry_backoff": monitor.policy.retry_backoff,
@@ -661,6 +736,7 @@ def _check_monitor(config: Config, source: str) -> None:
     for path, value in (
         ("monitor.drift.share", rule.share),
         ("monitor.drift.alpha", rule.alpha),
+        ("monitor.triggers.performance_confidence", monitor.triggers.performance_confidence),
     ):
         if not 0 < value < 1:
             raise _fail(source, path, f"expected a fraction between 0 and 1, got {value}")
@@ -670,6 +746,12 @@ def _check_monitor(config: Config, source: str) -> None:
     ):
         if value <= 0:
             raise _fail(source, path, f"expected a positive number, got {value}")
+    if not 0 < monitor.triggers.large_drift_share <= 1:
+        raise _fail(
+            source,
+            "monitor.triggers.large_drift_share",
+            f"expected a fraction in (0, 1], got {monitor.triggers.large_drift_share}",
+        )
     metric = monitor.triggers.performance_metric
     if metric is not None and metric not in METRICS[config.task]:
         raise _fail(

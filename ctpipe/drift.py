@@ -22,7 +22,17 @@ categorical jensen_shannon >= 0.1, evidently's defaults for large data) or a Hol
 correction of the KS / chi-square p-values across all columns at `alpha`. Raw per-column
 p-values are never a verdict: at a million rows a 0.05σ shift has p < 1e-100, and checking
 20 stable columns at p < 0.05 raises a false alarm in two windows out of three.
-The dataset has drifted when the share of drifted columns is >= `share`.
+The dataset has drifted when the share of drifted columns is >= `share`: every column
+weighs the same, because models carry no feature importances yet.
+
+Calibrated thresholds (`thresholds="calibrated"`, the default, effect sizes only): a column
+whose training data moves with the season differs from the whole training period in every
+monitor window, so a fixed 0.1 flags it in every check. `calibrate` cuts the training rows
+into consecutive monitor-window-long spans, scores each span against the whole reference
+with the very statistic a check uses, and keeps mean + 3 std of those scores per column
+(NannyML's rule for reference chunks). A check then holds each column to the larger of the
+fixed threshold and its calibrated one, so calibration only ever makes a verdict harder to
+reach. Holm's p-values are a significance test, not a distance, and are never calibrated.
 
 Where this differs from evidently 0.7 (`evidently.legacy.calculations.stattests`):
 
@@ -96,8 +106,21 @@ DEFAULT_MAX_ROWS = 1_000_000
 WASSERSTEIN_MIN_SCALE = 0.001
 
 PROFILE_FORMAT = "ctpipe.drift.profile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: a calibration in the header
+READABLE_PROFILE_VERSIONS = (1, 2)
 _HEADER_KEY = "header"
+
+Thresholds = Literal["fixed", "calibrated"]
+FIXED: Thresholds = "fixed"
+CALIBRATED: Thresholds = "calibrated"
+THRESHOLDS: tuple[Thresholds, ...] = (FIXED, CALIBRATED)
+
+# Calibration: NannyML's mean + 3 std of the reference chunks. Fewer than 3 windows give no
+# usable spread. More than 50 windows add little to a mean and std but cost time on a
+# million-row reference, so an evenly spaced 50 are scored (they still span every season).
+CALIBRATION_SIGMAS = 3.0
+MIN_CALIBRATION_WINDOWS = 3
+MAX_CALIBRATION_WINDOWS = 50
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -121,6 +144,9 @@ class DriftSettings:
     chi-square p-values of all columns together and flags those it rejects at `alpha`.
     share: the dataset has drifted when at least this fraction of its columns has.
     psi_bins: reference-quantile bins for numeric PSI (reported, never a verdict).
+    thresholds: "calibrated" holds each column to the larger of its kind's threshold and
+    the threshold the profile calibrated for it (see `calibrate`), where there is one;
+    "fixed" uses the kind's threshold only. Method "holm" ignores it.
     """
 
     method: Method = EFFECT_SIZE
@@ -129,11 +155,16 @@ class DriftSettings:
     alpha: float = 0.05
     share: float = 0.25
     psi_bins: int = 10
+    thresholds: Thresholds = CALIBRATED
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(
                 f"drift method must be one of {', '.join(METHODS)}, got {self.method!r}"
+            )
+        if self.thresholds not in THRESHOLDS:
+            raise ValueError(
+                f"drift thresholds must be one of {', '.join(THRESHOLDS)}, got {self.thresholds!r}"
             )
         for name in ("numeric_threshold", "categorical_threshold"):
             if not getattr(self, name) > 0:
@@ -150,7 +181,7 @@ class DriftSettings:
             raise ValueError(f"drift psi_bins must be an integer >= 2, got {self.psi_bins!r}")
 
     def threshold_for(self, kind: str) -> float:
-        """The threshold a column of this kind is held to."""
+        """The fixed threshold a column of this kind is held to (see `column_threshold`)."""
         if self.method == HOLM:
             return self.alpha
         return self.numeric_threshold if kind == NUMERIC else self.categorical_threshold
@@ -161,6 +192,18 @@ class DriftSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftSettings:
         return cls(**data)
+
+    def column_threshold(
+        self, name: str, kind: str, calibration: Calibration | None
+    ) -> tuple[float, Thresholds]:
+        """The threshold a column is held to and where it came from."""
+        fixed = self.threshold_for(kind)
+        if self.method != EFFECT_SIZE or self.thresholds != CALIBRATED or calibration is None:
+            return fixed, FIXED
+        learned = calibration.thresholds.get(name)
+        if learned is None or learned <= fixed:
+            return fixed, FIXED
+        return learned, CALIBRATED
 
 
 # ---------------------------------------------------------------------------- profile
@@ -207,17 +250,55 @@ ColumnReference = NumericReference | CategoricalReference
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Per-column thresholds learned from the training data's own variation between
+    consecutive monitor windows; see `calibrate`.
+
+    thresholds: mean + `sigmas` std of the column's effect size over the training windows,
+    for each column scored in at least MIN_CALIBRATION_WINDOWS of them. Empty, with
+    `reason` saying why, when the training data gave too few windows.
+    windows: the training windows scored; available: those with at least min_rows rows
+    (more than MAX_CALIBRATION_WINDOWS are thinned evenly to that many).
+    """
+
+    window_seconds: float
+    min_rows: int
+    windows: int
+    available: int
+    thresholds: dict[str, float] = field(default_factory=dict)
+    sigmas: float = CALIBRATION_SIGMAS
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        return cls(
+            window_seconds=float(data["window_seconds"]),
+            min_rows=int(data["min_rows"]),
+            windows=int(data["windows"]),
+            available=int(data["available"]),
+            thresholds={str(k): float(v) for k, v in (data.get("thresholds") or {}).items()},
+            sigmas=float(data.get("sigmas", CALIBRATION_SIGMAS)),
+            reason=str(data.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True)
 class ReferenceProfile:
     """What a drift check needs of the training data, built once and stored with the model.
 
     Save with `to_bytes()` (an .npz: a JSON header plus one array per column, no pickle)
-    and load with `ReferenceProfile.from_bytes()`.
+    and load with `ReferenceProfile.from_bytes()`, which also reads version-1 profiles
+    (written before calibration: they have none).
     """
 
     columns: dict[str, ColumnReference]
     rows: int  # rows of the training slice, nulls included
     max_rows: int = DEFAULT_MAX_ROWS
     metadata: dict[str, str] = field(default_factory=dict)  # lineage, e.g. an MLflow run id
+    calibration: Calibration | None = None  # None: never calibrated (no timestamps, v1)
 
     @property
     def names(self) -> list[str]:
@@ -234,6 +315,7 @@ class ReferenceProfile:
             "rows": self.rows,
             "max_rows": self.max_rows,
             "metadata": dict(self.metadata),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "columns": [],
         }
         arrays: dict[str, np.ndarray] = {}
@@ -258,11 +340,16 @@ class ReferenceProfile:
                 header = json.loads(npz[_HEADER_KEY].tobytes().decode())
                 if header.get("format") != PROFILE_FORMAT:
                     raise DataError("not a ctpipe drift profile (wrong format tag)")
-                if header.get("version") != PROFILE_VERSION:
+                if header.get("version") not in READABLE_PROFILE_VERSIONS:
                     raise DataError(
                         f"drift profile version {header.get('version')} is not supported "
-                        f"(this ctpipe reads version {PROFILE_VERSION})"
+                        f"(this ctpipe reads versions "
+                        f"{', '.join(map(str, READABLE_PROFILE_VERSIONS))})"
                     )
+                raw = header.get("calibration")
+                if raw is not None and not isinstance(raw, dict):
+                    raise DataError("drift profile: the calibration is not a mapping")
+                calibration = None if raw is None else Calibration.from_dict(raw)
                 columns: dict[str, ColumnReference] = {}
                 for i, entry in enumerate(header["columns"]):
                     array = npz[f"c{i}"]
@@ -293,6 +380,7 @@ class ReferenceProfile:
             rows=int(header["rows"]),
             max_rows=int(header["max_rows"]),
             metadata=dict(header.get("metadata") or {}),
+            calibration=calibration,
         )
 
 
@@ -381,6 +469,277 @@ def _sketch(sorted_values: Float64Array, max_rows: int) -> Float64Array:
     return np.ascontiguousarray(sorted_values[ranks])
 
 
+# ---------------------------------------------------------------------------- calibration
+
+
+def calibrate(
+    profile: ReferenceProfile,
+    data: pa.Table | Mapping[str, Any],
+    times: Any,
+    window_seconds: float,
+    *,
+    min_rows: int = 1,
+    max_windows: int = MAX_CALIBRATION_WINDOWS,
+    sigmas: float = CALIBRATION_SIGMAS,
+) -> Calibration:
+    """Per-column thresholds from how the training data varies between monitor windows.
+
+    `data` holds the rows the profile was built from (an Arrow table or a mapping of
+    arrays), `times` their timestamps (an Arrow timestamp, date or numeric column, numpy
+    datetime64, or seconds), in any order. The rows are cut into consecutive spans of
+    `window_seconds`, counted back from the newest row as the monitor's window is; the
+    oldest span is left out when the data covers less than half of it, and so is every
+    span with fewer than `min_rows` rows. Each span is scored against the whole profile
+    with the statistic a check reads (wasserstein_norm, jensen_shannon), and a column's
+    threshold is the mean + `sigmas` standard deviations of its scores.
+
+    The scores are as noisy as the training windows are small: a production window with
+    many more rows than a training one is held to a threshold a little higher than its
+    own noise needs. Returns a Calibration without thresholds, saying why, when fewer than
+    MIN_CALIBRATION_WINDOWS spans are usable.
+    """
+    if not window_seconds > 0:
+        raise ValueError(f"calibration window must be > 0 seconds, got {window_seconds}")
+    if max_windows < MIN_CALIBRATION_WINDOWS:
+        raise ValueError(f"max_windows must be at least {MIN_CALIBRATION_WINDOWS}")
+    rows = data.num_rows if isinstance(data, pa.Table) else len(data[profile.names[0]])
+    seconds = _seconds(times)
+    if len(seconds) != rows:
+        raise DataError(f"{len(seconds)} timestamps for {rows} rows to calibrate on")
+    window_text = _duration_text(window_seconds)
+
+    def without(reason: str, available: int = 0) -> Calibration:
+        return Calibration(
+            window_seconds=window_seconds,
+            min_rows=min_rows,
+            windows=0,
+            available=available,
+            sigmas=sigmas,
+            reason=reason,
+        )
+
+    dated = np.isfinite(seconds)
+    if not dated.any():
+        return without("the training data has no timestamps")
+    newest = float(seconds[dated].max())
+    span = np.full(rows, -1, dtype=np.int64)
+    span[dated] = np.floor((newest - seconds[dated]) / window_seconds).astype(np.int64)
+    sizes = np.bincount(span[dated])
+    oldest = len(sizes) - 1
+    covered = newest - oldest * window_seconds - float(seconds[dated].min())
+    if oldest > 0 and covered < window_seconds / 2:
+        # A sliver of a window is scored as if it were one, and its few days of a seasonal
+        # series sit further from the whole than any full window does.
+        sizes[oldest] = 0
+    usable = np.flatnonzero(sizes >= max(min_rows, 1))
+    if len(usable) < MIN_CALIBRATION_WINDOWS:
+        return without(
+            f"only {len(usable)} training window(s) of {window_text} with >= {min_rows} rows "
+            f"(calibration needs {MIN_CALIBRATION_WINDOWS})",
+            len(usable),
+        )
+    picked = usable
+    if len(usable) > max_windows:
+        picked = usable[np.round(np.linspace(0, len(usable) - 1, max_windows)).astype(np.int64)]
+    # One stable argsort groups the rows by window; each column is then gathered once and
+    # cut at the window bounds.
+    slot = np.full(len(sizes), -1, dtype=np.int64)
+    slot[picked] = np.arange(len(picked))
+    row_slot = np.where(span >= 0, slot[np.maximum(span, 0)], -1)
+    chosen = np.flatnonzero(row_slot >= 0)
+    order = chosen[np.argsort(row_slot[chosen], kind="stable")]
+    bounds = np.cumsum(sizes[picked])[:-1]
+
+    thresholds: dict[str, float] = {}
+    for name, ref in profile.columns.items():
+        values = data.column(name) if isinstance(data, pa.Table) else data[name]
+        scores = (
+            _numeric_window_scores(name, ref, values, order, bounds)
+            if isinstance(ref, NumericReference)
+            else _categorical_window_scores(name, ref, values, order, bounds)
+        )
+        if len(scores) >= MIN_CALIBRATION_WINDOWS:
+            # ddof=1: the windows are a sample of the windows the monitor will see.
+            thresholds[name] = float(np.mean(scores) + sigmas * np.std(scores, ddof=1))
+    if not thresholds:
+        return without(
+            f"no column has values in {MIN_CALIBRATION_WINDOWS} training windows of {window_text}",
+            len(usable),
+        )
+    return Calibration(
+        window_seconds=window_seconds,
+        min_rows=min_rows,
+        windows=len(picked),
+        available=len(usable),
+        thresholds=thresholds,
+        sigmas=sigmas,
+    )
+
+
+def _numeric_window_scores(
+    name: str,
+    ref: NumericReference,
+    values: Any,
+    order: npt.NDArray[np.int64],
+    bounds: npt.NDArray[np.int64],
+) -> list[float]:
+    distance = _QuantileDistance(ref.values)
+    scale = max(ref.std, WASSERSTEIN_MIN_SCALE)
+    scores = []
+    for part in np.split(_row_floats(name, values)[order], bounds):
+        finite = np.sort(part[np.isfinite(part)])
+        if len(finite):
+            scores.append(distance(finite) / scale)
+    return scores
+
+
+def _categorical_window_scores(
+    name: str,
+    ref: CategoricalReference,
+    values: Any,
+    order: npt.NDArray[np.int64],
+    bounds: npt.NDArray[np.int64],
+) -> list[float]:
+    codes, width = _row_codes(name, values, ref.categories)
+    reference = np.zeros(width)
+    reference[: len(ref.counts)] = ref.counts
+    scores = []
+    for part in np.split(codes[order], bounds):
+        seen = part[part >= 0]
+        if len(seen):
+            counts = np.bincount(seen, minlength=width).astype(np.float64)
+            scores.append(jensen_shannon(reference, counts))
+    return scores
+
+
+class _QuantileDistance:
+    """Wasserstein-1 of many small sorted samples against one large sorted reference.
+
+    `wasserstein` walks every reference value, so scoring 50 windows of a million-row
+    reference would cost 50 passes over it per column. Here each of the sample's quantile
+    steps integrates |Q_ref - b_j| over its stretch in closed form from the reference's
+    prefix sums: O(m log n) per sample of m values, the same number up to rounding.
+    """
+
+    def __init__(self, reference: Float64Array) -> None:
+        # Centred so the prefix sums stay small and their differences keep their digits.
+        self.center = float(reference[len(reference) // 2])
+        self.values = reference - self.center
+        self.prefix = np.concatenate(([0.0], np.cumsum(self.values)))
+
+    def _area(self, t: Float64Array) -> Float64Array:
+        """The integral of Q_ref over [0, t / n] times n, Q_ref stepping at the integers."""
+        i = np.minimum(t.astype(np.int64), len(self.values) - 1)
+        return self.prefix[i] + self.values[i] * (t - i)
+
+    def __call__(self, sample: Float64Array) -> float:
+        n1, n2 = len(self.values), len(sample)
+        b = sample - self.center
+        # The sample's step j spans [j n1 / n2, (j + 1) n1 / n2] in reference ranks, and
+        # inside it Q_ref < b_j up to the rank where the reference first reaches b_j.
+        edges = np.arange(n2 + 1, dtype=np.int64) * n1 / n2
+        low, high = edges[:-1], edges[1:]
+        cross = np.clip(np.searchsorted(self.values, b, side="left").astype(np.float64), low, high)
+        at_edges, at_cross = self._area(edges), self._area(cross)
+        below = b * (cross - low) - (at_cross - at_edges[:-1])
+        above = (at_edges[1:] - at_cross) - b * (high - cross)
+        return float(np.sum(below + above)) / n1
+
+
+def _seconds(times: Any) -> Float64Array:
+    """Timestamps as float seconds (NaN where null): Arrow timestamps, dates or numbers,
+    numpy datetime64, or numbers taken as seconds."""
+    if isinstance(times, pa.Array | pa.ChunkedArray):
+        import pyarrow.compute as pc  # training-time only: the monitor never calibrates
+
+        kind = times.type
+        if pa.types.is_timestamp(kind):
+            per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[kind.unit]
+            raw = pc.cast(pc.cast(times, pa.int64()), pa.float64())
+            return _row_floats("timestamp", raw) / per_second
+        if pa.types.is_date32(kind):
+            return (
+                _row_floats("timestamp", pc.cast(pc.cast(times, pa.int32()), pa.float64()))
+                * 86400.0
+            )
+        if pa.types.is_date64(kind):
+            return _row_floats("timestamp", pc.cast(pc.cast(times, pa.int64()), pa.float64())) / 1e3
+        return _row_floats("timestamp", times)
+    array = np.asarray(times)
+    if array.dtype.kind == "M":
+        micros = array.astype("datetime64[us]")
+        out = micros.astype(np.int64).astype(np.float64) / 1e6
+        out[np.isnat(micros)] = np.nan
+        return out
+    return _row_floats("timestamp", array)
+
+
+def _row_floats(name: str, values: Any) -> Float64Array:
+    """One float64 per row, NaN where null, so rows stay aligned with their timestamps."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        import pyarrow.compute as pc
+
+        if not any(test(values.type) for test in _ARROW_NUMERIC):
+            raise DataError(
+                f"column {name!r} is numeric in the drift profile but has type {values.type}"
+            )
+        filled = pc.fill_null(pc.cast(values, pa.float64()), float("nan"))
+        return np.array(_arrow_floats(name, filled)[0], dtype=np.float64)
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"column {name!r} is numeric in the drift profile but holds non-numbers"
+        ) from None
+
+
+def _row_codes(
+    name: str, values: Any, categories: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Each row's category as an index into `categories` (-1 where null); categories the
+    profile lacks get indices after them. Returns the codes and the number of indices."""
+    index = {c: i for i, c in enumerate(categories)}
+
+    def lookup(keys: Iterable[Any]) -> npt.NDArray[np.int64]:
+        # One extra slot, -1, for rows whose key slot holds nothing (nulls).
+        out = [
+            -1 if (text := _category_text(k)) is None else index.setdefault(text, len(index))
+            for k in keys
+        ]
+        return np.array([*out, -1], dtype=np.int64)
+
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        import pyarrow.compute as pc
+
+        parts = []
+        for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+            if not len(chunk):
+                continue
+            encoded = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
+            table = lookup(encoded.dictionary.to_pylist())
+            indices = encoded.indices
+            raw = _row_floats(name, indices)
+            raw[np.isnan(raw)] = len(table) - 1
+            parts.append(table[raw.astype(np.int64)])
+        codes = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        return codes, len(index)
+    array = np.asarray(values)
+    if array.dtype.kind in "biufUS":
+        keys, inverse = np.unique(array, return_inverse=True)
+        return lookup(keys.tolist())[inverse.reshape(-1)], len(index)
+    keys_of: dict[Any, int] = {}
+    inverse_list = [keys_of.setdefault(v, len(keys_of)) for v in array.tolist()]
+    table = lookup(list(keys_of))
+    return table[np.array(inverse_list, dtype=np.int64)], len(index)
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def read_window(path: str | Path, profile: ReferenceProfile) -> pa.Table:
     """Read the profile's columns of a Parquet file, text categories dictionary-encoded.
 
@@ -420,6 +779,8 @@ class ColumnDrift:
 
     score is what the verdict reads: the effect size (drifted when score >= threshold) or,
     with method "holm", the Holm-adjusted p-value (drifted when score <= threshold = alpha).
+    threshold_source: "calibrated" when the column's calibrated threshold was above the
+    fixed one and so was used (records written before calibration load as "fixed").
     reference_rows and current_rows count the values the statistics used (nulls excluded).
     """
 
@@ -433,11 +794,17 @@ class ColumnDrift:
     current_rows: int
     null_share_reference: float
     null_share_current: float
+    threshold_source: Thresholds = FIXED
 
 
 @dataclass(frozen=True)
 class DriftReport:
-    """Every column's verdict and the dataset's; `to_dict()` is JSON-able."""
+    """Every column's verdict and the dataset's; `to_dict()` is JSON-able.
+
+    calibrated_windows: the training windows the profile's calibrated thresholds came
+    from, when they applied (0: fixed thresholds only). calibration_note: why calibrated
+    thresholds were asked for and not applied (e.g. too few training windows).
+    """
 
     columns: tuple[ColumnDrift, ...]
     drift_share: float  # drifted columns / columns
@@ -445,6 +812,8 @@ class DriftReport:
     method: Method
     settings: DriftSettings
     current_rows: int  # rows in the current window, nulls included
+    calibrated_windows: int = 0
+    calibration_note: str = ""
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -464,27 +833,43 @@ class DriftReport:
             "method": self.method,
             "settings": self.settings.to_dict(),
             "current_rows": self.current_rows,
+            "calibrated_windows": self.calibrated_windows,
+            "calibration_note": self.calibration_note,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftReport:
+        settings = dict(data["settings"])
+        # A record without the key predates calibration: its thresholds were fixed.
+        settings.setdefault("thresholds", FIXED)
         return cls(
             columns=tuple(ColumnDrift(**c) for c in data["columns"]),
             drift_share=float(data["drift_share"]),
             drifted=bool(data["drifted"]),
             method=data["method"],
-            settings=DriftSettings.from_dict(data["settings"]),
+            settings=DriftSettings.from_dict(settings),
             current_rows=int(data["current_rows"]),
+            calibrated_windows=int(data.get("calibrated_windows", 0)),
+            calibration_note=str(data.get("calibration_note", "")),
         )
 
     def _rule(self) -> str:
         s = self.settings
         if self.method == HOLM:
             return f"Holm-corrected KS / chi-square p <= {s.alpha:g}"
-        return (
+        rule = (
             f"Wasserstein/std >= {s.numeric_threshold:g}, "
             f"Jensen-Shannon >= {s.categorical_threshold:g}"
         )
+        if self.calibrated_windows:
+            raised = sum(c.threshold_source == CALIBRATED for c in self.columns)
+            rule += (
+                f", or a column's own threshold where higher (thresholds calibrated on "
+                f"{self.calibrated_windows} training windows, {raised} above the fixed ones)"
+            )
+        elif self.calibration_note:
+            rule += f" (fixed: {self.calibration_note})"
+        return rule
 
     def summary(self) -> str:
         """One line: the verdict, the count, the rule and the drifted columns."""
@@ -504,9 +889,9 @@ class DriftReport:
         lines = [
             f"**{self.summary()}**",
             "",
-            f"| column | kind | {score} | threshold | drifted | KS / chi2 | p-value | "
-            "W1/std / JS | PSI | nulls ref → cur |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| column | kind | {score} | threshold | threshold from | drifted | KS / chi2 | "
+            "p-value | W1/std / JS | PSI | nulls ref → cur |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in self.columns:
             st = c.statistics
@@ -515,8 +900,8 @@ class DriftReport:
             else:
                 test, p, effect = st[CHI2], st[CHI2_P_VALUE], st[JENSEN_SHANNON]
             lines.append(
-                f"| {c.name} | {c.kind} | {c.score:.4g} | {c.threshold:g} | "
-                f"{'**yes**' if c.drifted else 'no'} | {test:.4g} | {p:.3g} | {effect:.4g} | "
+                f"| {c.name} | {c.kind} | {c.score:.4g} | {c.threshold:.4g} | "
+                f"{c.threshold_source} | {'**yes**' if c.drifted else 'no'} | {test:.4g} | {p:.3g} | {effect:.4g} | "
                 f"{st[PSI]:.4g} | {c.null_share_reference:.3f} → {c.null_share_current:.3f} |"
             )
         return "\n".join(lines)
@@ -531,6 +916,10 @@ def check(
     settings: DriftSettings | None = None,
 ) -> DriftReport:
     """Compare the current window (an Arrow table or a mapping of arrays) with the profile.
+
+    With effect sizes and `settings.thresholds` "calibrated", a column is held to the
+    larger of its kind's threshold and the profile's calibrated one for it, if any; the
+    calibration was made for windows of the monitor's length (see `calibrate`).
 
     Raises DataError when the window is empty, lacks a profiled column, or has no values
     at all in one.
@@ -583,14 +972,14 @@ def check(
             )
         )
 
+    calibration = profile.calibration
+    thresholds = [settings.column_threshold(m[0], m[1], calibration) for m in measured]
     if settings.method == HOLM:
         scores = holm(np.array([m[2][TEST_STATISTIC[m[1]]] for m in measured]))
         drifted = [bool(s <= settings.alpha) for s in scores]
     else:
         scores = np.array([m[2][EFFECT_STATISTIC[m[1]]] for m in measured])
-        drifted = [
-            bool(s >= settings.threshold_for(m[1])) for s, m in zip(scores, measured, strict=True)
-        ]
+        drifted = [bool(s >= t) for s, (t, _) in zip(scores, thresholds, strict=True)]
 
     columns = tuple(
         ColumnDrift(
@@ -598,17 +987,27 @@ def check(
             kind=kind,
             statistics=stats,
             score=float(score),
-            threshold=settings.threshold_for(kind),
+            threshold=threshold,
             drifted=flag,
             reference_rows=ref_rows,
             current_rows=cur_rows,
             null_share_reference=null_ref,
             null_share_current=null_cur,
+            threshold_source=source,
         )
-        for (name, kind, stats, ref_rows, cur_rows, null_ref, null_cur), score, flag in zip(
-            measured, scores, drifted, strict=True
-        )
+        for (name, kind, stats, ref_rows, cur_rows, null_ref, null_cur), score, flag, (
+            threshold,
+            source,
+        ) in zip(measured, scores, drifted, thresholds, strict=True)
     )
+    windows, note = 0, ""
+    if settings.method == EFFECT_SIZE and settings.thresholds == CALIBRATED:
+        if calibration is not None and calibration.thresholds:
+            windows = calibration.windows
+        elif calibration is not None:
+            note = calibration.reason
+        else:
+            note = "the reference profile has no calibration"
     share = sum(drifted) / len(columns)
     return DriftReport(
         columns=columns,
@@ -617,6 +1016,8 @@ def check(
         method=settings.method,
         settings=settings,
         current_rows=rows,
+        calibrated_windows=windows,
+        calibration_note=note,
     )
 
 
@@ -1033,12 +1434,19 @@ def _category_counts(name: str, values: Any) -> tuple[dict[str, int], int]:
         else:
             pairs = Counter(array.tolist()).items()
     for key, count in pairs:
-        if key is None or (isinstance(key, float) and math.isnan(key)):
-            continue
-        if isinstance(key, float) and key.is_integer():
-            key = int(key)  # 3.0 and 3 are one category: logs that went through JSON vary
-        counts[str(key)] += int(count)
+        text = _category_text(key)
+        if text is not None:
+            counts[text] += int(count)
     return dict(counts), len(values)
+
+
+def _category_text(key: Any) -> str | None:
+    """A category's text form; None for a null or NaN."""
+    if key is None or (isinstance(key, float) and math.isnan(key)):
+        return None
+    if isinstance(key, float) and key.is_integer():
+        key = int(key)  # 3.0 and 3 are one category: logs that went through JSON vary
+    return str(key)
 
 
 def _dictionary_counts(values: pa.Array | pa.ChunkedArray) -> list[tuple[Any, int]]:

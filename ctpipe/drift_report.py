@@ -8,6 +8,7 @@ so what people read matches what the monitor decided.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ctpipe.config import DriftRule
@@ -23,8 +24,15 @@ def html(
     rule: DriftRule,
     max_rows: int = 5000,
     seed: int = 0,
+    *,
+    column_thresholds: Mapping[str, float] | None = None,
 ) -> str:
-    """An evidently DataDriftPreset report comparing two pandas DataFrames."""
+    """An evidently DataDriftPreset report comparing two pandas DataFrames.
+
+    `column_thresholds` overrides the rule's threshold per column: pass the thresholds a
+    drift check used (`{c.name: c.threshold for c in report.columns}`) so that calibrated
+    ones show here too; without them the page uses the rule's fixed thresholds.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -39,11 +47,15 @@ def html(
         reference[name] = reference[name].astype("string")
         current[name] = current[name].astype("string")
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    per_column = {
+        name: float(value) for name, value in (column_thresholds or {}).items() if name in columns
+    }
     preset = DataDriftPreset(
         num_method="wasserstein",
         num_threshold=rule.numeric_threshold,
         cat_method="jensenshannon",
         cat_threshold=rule.categorical_threshold,
+        per_column_threshold=per_column or None,
         drift_share=rule.share,
     )
     snapshot = Report([preset]).run(

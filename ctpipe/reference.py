@@ -8,14 +8,19 @@ Written by `split` from the training slice and stored with the model by `registe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from ctpipe.data import tables
 from ctpipe.data.schema import Schema
+
+if TYPE_CHECKING:
+    from ctpipe.config import Config
 
 ARTIFACT_DIR = "reference"
 PROFILE_FILE = "profile.npz"
@@ -38,15 +43,39 @@ def sample(table: pa.Table, rows: int, seed: int = 0) -> pa.Table:
 
 
 def write(
-    train: pa.Table, schema: Schema, profile_out: str, sample_out: str, rows: int = SAMPLE_ROWS
+    train: pa.Table,
+    schema: Schema,
+    profile_out: str,
+    sample_out: str,
+    rows: int = SAMPLE_ROWS,
+    config: Config | None = None,
 ) -> int:
-    """Profile the training features and keep a sample of them; returns the rows profiled."""
+    """Profile the training features and keep a sample of them; returns the rows profiled.
+
+    With `config`, and `config.timestamp` in `train`, the profile also carries per-column
+    drift thresholds calibrated on windows of `config.monitor.window` with at least
+    `config.monitor.min_rows` rows (see ctpipe.drift.calibrate). It is made whatever
+    `monitor.drift` says, because the monitor's config can change while this profile
+    stays with the model; `monitor.drift` decides at check time whether it applies.
+    The rows may come in any order: windows are cut by timestamp, not by position.
+    """
     from ctpipe import drift
 
     features = train.select(schema.feature_names)
     profile = drift.build_profile_from_table(
         features, schema.numeric_features, schema.categorical_features
     )
+    if config is not None and config.timestamp in train.column_names:
+        from ctpipe.config import parse_duration
+
+        calibration = drift.calibrate(
+            profile,
+            features,
+            train.column(config.timestamp),
+            parse_duration(config.monitor.window),
+            min_rows=config.monitor.min_rows,
+        )
+        profile = dataclasses.replace(profile, calibration=calibration)
     Path(profile_out).write_bytes(profile.to_bytes())
     tables.write(sample(features, rows), sample_out)
     return features.num_rows

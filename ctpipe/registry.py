@@ -44,6 +44,9 @@ TAG_TEST_METRICS = "ctpipe.test_metrics"  # JSON: every test-slice metric of the
 TAG_CLASSES = "ctpipe.model.classes"  # JSON list, in predict_proba column order
 TAG_DATA_TIME_MAX = "ctpipe.dataset.time_max"  # newest row the model was trained on (ISO 8601)
 TAG_SCHEMA_CHANGES = "ctpipe.schema.changes"  # JSON: {"from": 3, "to": 4, "changes": [...]}
+# JSON: the rows the model learned from (rows, start, end, slices, window) and the final
+# refit's record (applied, the agreement measure, its value and tolerance, why).
+TAG_FIT = "ctpipe.fit"
 _VERSION_TAGS = (
     TAG_DATASET_HASH,
     TAG_KFP_RUN_ID,
@@ -53,6 +56,7 @@ _VERSION_TAGS = (
     TAG_DATA_TIME_MAX,
     TAG_TEST_METRICS,
     TAG_CLASSES,
+    TAG_FIT,
 )
 PICKLE_FILE = "model.pkl"  # inside an MLflow sklearn model directory
 

@@ -143,6 +143,9 @@ def prepare_config(
         data_drift=policy.kind in ("drift", "auto"),
         concept_drift=policy.kind == "auto",
         min_labelled=min(monitor.triggers.min_labelled, batch),
+        # The newest labels are `delay` batches old at a check: with a delay of 0 or 1
+        # they are in time (performance decides), from 2 on data drift may act alone.
+        label_horizon=span(1.5),
     )
     if policy.kind not in ("performance", "auto"):
         triggers = dataclasses.replace(triggers, performance_floor=None, performance_margin=None)

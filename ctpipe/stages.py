@@ -7,6 +7,7 @@ process, and a step should not pay for scikit-learn or MLflow unless it uses the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -105,17 +106,46 @@ def split(
     test_out: str,
     profile_out: str,
     sample_out: str,
+    window_out: str | None = None,
+    report_out: str | None = None,
 ) -> SplitResult:
-    """Cut the data in time order; profile the training slice for drift checks later."""
+    """Cut the data in time order, within train.window (an auto window is chosen by a
+    backtest first, see ctpipe.training.backtest); profile the rows the model learns from
+    for drift checks later. `window_out`: the final refit's rows; `report_out`: Markdown
+    on the split and how the window was chosen."""
     from ctpipe import reference
     from ctpipe.data import split as split_module
     from ctpipe.data import tables
+    from ctpipe.training import windows
 
-    slices, result = split_module.split(tables.read(data_path), config)
+    table = tables.read(data_path)
+    schema = load_schema(schema_path)
+    spec = windows.parse(config.train.window)
+    backtest = None
+    if spec.kind == windows.AUTO:
+        from ctpipe.training import backtest as backtest_module
+        from ctpipe.training.families import training_threads
+
+        ordered, _ = split_module.labelled_in_order(table, config)
+        history = ordered.slice(
+            0, split_module.first_test_row(split_module.times_of(ordered, config), config)
+        )
+        backtest = backtest_module.choose(history, schema, config, training_threads())
+        spec = windows.parse(backtest.chosen)
+    slices, result = split_module.split(table, config, spec)
     for name, path in (("train", train_out), ("validation", validation_out), ("test", test_out)):
         tables.write(slices[name], path)
-    reference.write(slices["train"], load_schema(schema_path), profile_out, sample_out)
-    return result
+    if window_out is not None:
+        tables.write(slices[split_module.WINDOW], window_out)
+    # The reference is what the final model learns from (the whole window): a final refit
+    # saw the test slice too, and without one the difference is the newest few rows.
+    reference.write(slices[split_module.WINDOW], schema, profile_out, sample_out, config=config)
+    if report_out is not None:
+        parts = [f"# Split\n\n{result.describe()}"]
+        if backtest is not None:
+            parts.append(backtest.markdown())
+        Path(report_out).write_text("\n\n".join(parts) + "\n")
+    return dataclasses.replace(result, backtest=backtest.summary()) if backtest else result
 
 
 def drift_report(
@@ -185,16 +215,11 @@ def load_schema(path: str) -> Schema:
 def load_frame(path: str, schema: Schema, extra: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """Features (a pandas DataFrame, as the model sees them) and labels of a slice."""
     from ctpipe.data import tables
-    from ctpipe.data.schema import label_values
+    from ctpipe.training.fit import features_and_labels
 
     available = set(tables.read_schema(path).names)
     wanted = [c for c in dict.fromkeys([*schema.feature_names, *extra]) if c in available]
-    table = tables.read(path, columns=[*wanted, schema.target])
-    labels = table.column(schema.target)
-    if schema.task == "classification":
-        labels = label_values(labels)
-    frame = table.select(wanted).to_pandas()
-    return frame, labels.to_numpy(zero_copy_only=False)
+    return features_and_labels(tables.read(path, columns=[*wanted, schema.target]), schema, extra)
 
 
 def train(
@@ -205,32 +230,176 @@ def train(
     validation_path: str,
     model_out: str,
 ) -> TrainResult:
+    """Fit one candidate on the train slice and score it on validation (selection only:
+    the chosen one is fitted again on both, see `refit`)."""
     import joblib
-    from threadpoolctl import threadpool_limits
 
-    from ctpipe import evaluation, features
-    from ctpipe.training.families import build_estimator, training_threads
+    from ctpipe.data import tables
+    from ctpipe.training import fit
+    from ctpipe.training.families import training_threads
     from ctpipe.training.search import Candidate, TrainResult
 
     spec = Candidate.from_dict(candidate)
     schema = load_schema(schema_path)
-    x_train, y_train = load_frame(train_path, schema)
-    x_val, y_val = load_frame(validation_path, schema)
-    threads = training_threads()
-    started = time.perf_counter()
-    estimator = build_estimator(spec.family, config.task, spec.params, config.search.seed, threads)
-    model = features.build_model(schema, estimator)
-    # OpenMP (gradient boosting) and BLAS pools spin-wait: oversubscribed, they crawl.
-    with threadpool_limits(limits=threads):
-        model.fit(x_train, y_train)
-    seconds = time.perf_counter() - started
-    outputs = evaluation.model_outputs(model, x_val, config.task)
-    target = evaluation.Target.of(y_val, config.task, outputs.classes or ())
-    score = evaluation.metric_value(
-        config.search_metric, target, evaluation.scores_for(outputs, target)
+    validation = tables.read(validation_path)
+    fitted = fit.fit(spec, tables.read(train_path), schema, config, training_threads())
+    score = fit.score(fitted.model, validation, schema, config, config.search_metric)
+    joblib.dump(fitted.model, model_out)
+    return TrainResult(
+        spec, config.search_metric, score, fitted.rows, validation.num_rows, fitted.seconds
     )
-    joblib.dump(model, model_out)
-    return TrainResult(spec, config.search_metric, score, len(y_train), len(y_val), seconds)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The chosen candidate fitted again on more rows; `metadata()` goes on the model."""
+
+    trained: TrainResult  # the selection record (validation score, candidate)
+    rows: int
+    start: str | None
+    end: str | None
+    slices: str  # which slices it learned from, e.g. "train+validation"
+    seconds: float
+    final: dict[str, Any] | None = None  # the final refit's record (see final_refit)
+
+    def metadata(self) -> dict[str, Any]:
+        meta = {
+            **self.trained.metadata(),
+            "fitted_rows": self.rows,
+            "fitted_start": self.start or "",
+            "fitted_end": self.end or "",
+            "fitted_slices": self.slices,
+        }
+        if self.final is not None:
+            meta["final_refit"] = json.dumps(self.final, sort_keys=True)
+        return meta
+
+    def describe(self) -> str:
+        def minute(stamp: str | None) -> str:
+            return (stamp or "?")[:16].replace("T", " ")
+
+        return (
+            f"{self.trained.candidate.id} fitted on {self.slices}: {self.rows:,} rows "
+            f"({minute(self.start)} to {minute(self.end)}, {self.seconds:.1f}s)"
+        )
+
+
+def refit(
+    config: Config,
+    model_metadata: dict[str, Any],
+    schema_path: str,
+    train_path: str,
+    validation_path: str,
+    model_out: str,
+) -> Refit:
+    """Fit the chosen candidate again on train + validation: the newest rows before the
+    test slice are the ones that describe the world as it is now, and selection is done.
+    The gate then judges this model on the test slice, which neither fit has seen."""
+    import joblib
+    import pyarrow as pa
+
+    from ctpipe.data import tables
+    from ctpipe.training import fit
+    from ctpipe.training.families import training_threads
+    from ctpipe.training.search import TrainResult
+
+    trained = TrainResult.from_metadata(model_metadata)
+    rows = pa.concat_tables(
+        [tables.read(train_path), tables.read(validation_path)], promote_options="permissive"
+    )
+    fitted = fit.fit(trained.candidate, rows, load_schema(schema_path), config, training_threads())
+    joblib.dump(fitted.model, model_out)
+    return Refit(trained, fitted.rows, fitted.start, fitted.end, "train+validation", fitted.seconds)
+
+
+def final_refit(
+    config: Config,
+    blessed_path: str,
+    blessed_metadata: dict[str, Any],
+    schema_path: str,
+    window_path: str,
+    test_path: str,
+    model_out: str,
+) -> Refit:
+    """After a blessing: fit the blessed candidate on every row of the window, test slice
+    included, and keep that model only when its predictions on the test slice agree with
+    the blessed model's within train.final_refit_tolerance (a changed label share, or the
+    mean absolute difference over the label's standard deviation). Otherwise, or with
+    train.final_refit off, the blessed model goes on unchanged. Either way the record
+    says which, with the figures (`final_refit` in the model's metadata).
+
+    The gate cannot judge a model on rows it learned from; the agreement check is what
+    vouches that the refit is the same model, only fresher. Infra validation then serves
+    whichever model goes on.
+    """
+    import shutil
+
+    import joblib
+    import numpy as np
+
+    from ctpipe import evaluation
+    from ctpipe.data import tables
+    from ctpipe.training import fit
+    from ctpipe.training.families import training_threads
+    from ctpipe.training.search import TrainResult
+
+    trained = TrainResult.from_metadata(blessed_metadata)
+    blessed = Refit(
+        trained,
+        int(blessed_metadata.get("fitted_rows") or trained.train_rows),
+        blessed_metadata.get("fitted_start") or None,
+        blessed_metadata.get("fitted_end") or None,
+        str(blessed_metadata.get("fitted_slices") or "train"),
+        0.0,
+    )
+    tolerance = config.train.final_refit_tolerance
+    if not config.train.final_refit:
+        shutil.copyfile(blessed_path, model_out)
+        record: dict[str, Any] = {"applied": False, "reason": "train.final_refit is off"}
+        return dataclasses.replace(blessed, final=record)
+    schema = load_schema(schema_path)
+    window = tables.read(window_path)
+    test = tables.read(test_path)
+    fitted = fit.fit(trained.candidate, window, schema, config, training_threads())
+    frame, labels = fit.features_and_labels(test, schema)
+    before = evaluation.model_outputs(joblib.load(blessed_path), frame, config.task)
+    after = evaluation.model_outputs(fitted.model, frame, config.task)
+    if config.task == "classification":
+        measure = "changed_label_share"
+        value = float(np.mean(before.prediction.astype(str) != after.prediction.astype(str)))
+    else:
+        measure = "mae_over_label_std"
+        scale = float(np.std(np.asarray(labels, dtype=float))) or 1.0
+        value = float(np.mean(np.abs(before.prediction - after.prediction))) / scale
+    agrees = value <= tolerance
+    record = {
+        "applied": agrees,
+        "measure": measure,
+        "value": round(value, 6),
+        "tolerance": tolerance,
+        "test_rows": test.num_rows,
+        "rows": fitted.rows,
+        "reason": (
+            f"refit on {fitted.rows:,} rows agrees with the blessed model on the test slice "
+            f"({measure} {value:.4f} <= {tolerance:g})"
+            if agrees
+            else f"refit disagrees with the blessed model on the test slice ({measure} "
+            f"{value:.4f} > {tolerance:g}): the blessed model goes on"
+        ),
+    }
+    if not agrees:
+        shutil.copyfile(blessed_path, model_out)
+        return dataclasses.replace(blessed, final=record)
+    joblib.dump(fitted.model, model_out)
+    return Refit(
+        trained,
+        fitted.rows,
+        fitted.start,
+        fitted.end,
+        "window (train+validation+test)",
+        fitted.seconds,
+        record,
+    )
 
 
 @dataclass(frozen=True)
@@ -388,6 +557,7 @@ def register(
         registry.TAG_CANDIDATE: trained.candidate.id,
         registry.TAG_TEST_METRICS: json.dumps({k: round(v, 6) for k, v in result.metrics.items()}),
         registry.TAG_CLASSES: json.dumps(list(saved.classes)),
+        registry.TAG_FIT: json.dumps(_fit_record(served_metadata), sort_keys=True),
     }
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     metrics[f"validation_{trained.metric}"] = trained.score
@@ -419,6 +589,18 @@ def register(
     return Registration(
         config.model_name, version, run_id, previous, True, location.storage_uri, location.sha256
     )
+
+
+def _fit_record(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the registered model learned from, as the refit steps recorded it."""
+    final = metadata.get("final_refit")
+    return {
+        "rows": int(metadata.get("fitted_rows") or metadata.get("train_rows") or 0),
+        "start": metadata.get("fitted_start") or None,
+        "end": metadata.get("fitted_end") or None,
+        "slices": metadata.get("fitted_slices") or "train",
+        "final_refit": json.loads(final) if isinstance(final, str) else final,
+    }
 
 
 def infra_validate(
@@ -566,13 +748,24 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         "train",
         "validation",
         "test",
+        "window",
         "profile",
         "reference",
+        "split_report",
         "drift",
     )
     p = {
         name: str(root / name)
-        for name in (*names, "best", "evaluation", "champion", "served", "manifest")
+        for name in (
+            *names,
+            "best",
+            "challenger",
+            "final",
+            "evaluation",
+            "champion",
+            "served",
+            "manifest",
+        )
     }
     data = timed("ingest", ingest, config, p["data"])
     timed("validate", validate, config, p["data"], p["schema"], p["report"]).raise_if_failed()
@@ -587,6 +780,8 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         p["test"],
         p["profile"],
         p["reference"],
+        window_out=p["window"],
+        report_out=p["split_report"],
     )
     trained = []
     for i, candidate in enumerate(timed("plan", plan, config)):
@@ -596,11 +791,21 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         )
         trained.append((path, outcome.metadata()))
     selection = timed("select", select, config, trained, p["best"])
+    challenger = timed(
+        "refit",
+        refit,
+        config,
+        selection.chosen.metadata(),
+        p["schema"],
+        p["train"],
+        p["validation"],
+        p["challenger"],
+    )
     evaluation = timed(
         "evaluate",
         evaluate,
         config,
-        p["best"],
+        p["challenger"],
         p["test"],
         p["schema"],
         p["evaluation"],
@@ -609,20 +814,31 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
     timed("drift_report", drift_report, config, p["data"], p["schema"], p["champion"], p["drift"])
     registration = None
     if evaluation.blessed:
-        trained = selection.chosen.metadata()
+        final = timed(
+            "final_refit",
+            final_refit,
+            config,
+            p["challenger"],
+            challenger.metadata(),
+            p["schema"],
+            p["window"],
+            p["test"],
+            p["final"],
+        )
+        trained = final.metadata()
         if infra:
             _, served = timed(
                 "infra_validate",
                 infra_validate,
                 config,
-                p["best"],
+                p["final"],
                 trained,
                 p["test"],
                 p["schema"],
                 p["served"],
             )
         else:  # register takes the directory infra validation would have served
-            _, _, served = save_challenger(p["best"], trained, p["test"], p["schema"], p["served"])
+            _, _, served = save_challenger(p["final"], trained, p["test"], p["schema"], p["served"])
         registration = timed(
             "register",
             register,

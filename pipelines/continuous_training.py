@@ -1,12 +1,13 @@
 """The continuous-training pipeline: data in, a blessed champion out.
 
-ingest -> validate -> split -> train x N (ParallelFor) -> select -> evaluate
-       -> If(blessed): infra_validate -> register (MLflow alias `champion`) -> deploy
+ingest -> validate -> split -> train x N (ParallelFor) -> select -> refit (train+validation)
+       -> evaluate -> If(blessed): final_refit (the whole window, kept if it agrees)
+       -> infra_validate -> register (MLflow alias `champion`) -> deploy
        evaluate -> drift_report (evidently HTML of the champion it judged against, for people;
                                  nothing waits on it)
 
 Two profiles compile from the same graph. `cpu` runs every step on ctpipe/base. `gpu` runs
-`train` on ctpipe/trainer-gpu with one `nvidia.com/gpu` and a toleration for GPU nodes. In
+`train`, `refit` and `final_refit` on ctpipe/trainer-gpu with one `nvidia.com/gpu` and a toleration for GPU nodes. In
 both, every step reads its endpoints from the ConfigMap `ctpipe-env` and its S3 credentials
 from the Secret `ctpipe-s3` (manifests/ and scripts/cluster-up.sh create them), so nothing
 secret is ever written into the compiled YAML. kfp.local ignores these Kubernetes settings:
@@ -25,9 +26,11 @@ from ctpipe.components import images
 from ctpipe.components.deploy import deploy
 from ctpipe.components.drift_report import drift_report
 from ctpipe.components.evaluate import evaluate
+from ctpipe.components.final_refit import final_refit
 from ctpipe.components.infra_validate import infra_validate
 from ctpipe.components.ingest import ingest
 from ctpipe.components.plan import plan
+from ctpipe.components.refit import refit
 from ctpipe.components.register import register
 from ctpipe.components.select import select
 from ctpipe.components.split import split
@@ -123,13 +126,20 @@ def _graph(config: dict, reason: str, profile: str) -> None:
             train=split_task.outputs["train"],
             validation=split_task.outputs["validation"],
         )
+    select_task = select(config=config, models=dsl.Collected(train_task.outputs["model"]))
+    refit_task = refit(
+        config=config,
+        best=select_task.outputs["best"],
+        schema=validate_task.outputs["schema"],
+        train=split_task.outputs["train"],
+        validation=split_task.outputs["validation"],
+    )
     if profile == GPU:
         _on_gpu(train_task)
-
-    select_task = select(config=config, models=dsl.Collected(train_task.outputs["model"]))
+        _on_gpu(refit_task)
     evaluate_task = evaluate(
         config=config,
-        model=select_task.outputs["best"],
+        model=refit_task.outputs["model"],
         test=split_task.outputs["test"],
         schema=validate_task.outputs["schema"],
     )
@@ -144,10 +154,19 @@ def _graph(config: dict, reason: str, profile: str) -> None:
     )
 
     with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP expression)
+        final_task = final_refit(
+            config=config,
+            blessed=refit_task.outputs["model"],
+            schema=validate_task.outputs["schema"],
+            window=split_task.outputs["window"],
+            test=split_task.outputs["test"],
+        )
+        if profile == GPU:
+            _on_gpu(final_task)
         # Serve the challenger exactly as production will before anything is registered.
         infra_task = infra_validate(
             config=config,
-            model=select_task.outputs["best"],
+            model=final_task.outputs["model"],
             test=split_task.outputs["test"],
             schema=validate_task.outputs["schema"],
         )

@@ -135,6 +135,7 @@ class LocalRun:
     errors: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     validation: str | None = None
+    split: str | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
     chosen: str | None = None
     evaluation: dict[str, Any] | None = None
@@ -142,6 +143,8 @@ class LocalRun:
     registered_version: str | None = None
     infra: str | None = None
     deployed: str | None = None
+    refit: str | None = None
+    final_refit: str | None = None
 
     @property
     def blessed(self) -> bool:
@@ -336,6 +339,13 @@ def read_run(run_dir: Path, seconds: float, ok: bool) -> LocalRun:
         run.data = _artifact(output, "data").get("metadata", {})
     for output in _outputs(run_dir, "validate"):
         run.validation = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "split"):
+        run.split = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "refit"):
+        run.refit = output.get("parameterValues", {}).get("Output")
+    for output in _outputs(run_dir, "final-refit"):
+        final = _artifact(output, "model").get("metadata", {}).get("final_refit")
+        run.final_refit = json.loads(final).get("reason") if isinstance(final, str) else None
     for output in _outputs(run_dir, "train"):
         run.candidates.append(_artifact(output, "model").get("metadata", {}))
     for output in _outputs(run_dir, "select"):
@@ -381,6 +391,8 @@ def summary(run: LocalRun, config: Config) -> str:
         )
     if run.validation:
         lines.append(f"  validation  {run.validation}")
+    if run.split:
+        lines.append(f"  split       {run.split}")
     if run.candidates:
         ranked = sorted(run.candidates, key=lambda m: m.get("validation_score", 0.0), reverse=True)
         metric = ranked[0].get("metric", "")
@@ -393,6 +405,8 @@ def summary(run: LocalRun, config: Config) -> str:
             lines.append(
                 f"                {meta.get('candidate', '?'):<28} {meta.get('validation_score', 0.0):.4f}{mark}"
             )
+    if run.refit:
+        lines.append(f"  refit       {run.refit}")
     if run.evaluation is not None:
         decision = run.evaluation["decision"]
         metric = run.evaluation["metric"]
@@ -410,6 +424,8 @@ def summary(run: LocalRun, config: Config) -> str:
             )
         for reason in decision["reasons"]:
             lines.append(f"              - {reason}")
+    if run.final_refit:
+        lines.append(f"  final refit {run.final_refit}")
     if run.infra:
         lines.append(f"  serving     {run.infra}")
     if run.registered_version:

@@ -15,6 +15,16 @@ a binary `label` (0/1) that the features predict:
 
 `seattle_weather()` is real data for the same purpose (see its docstring).
 
+Three more streams judge the retraining triggers' weighting (`TRIGGER_SCENARIOS`; not in
+`SCENARIOS`, whose streams each carry one data change):
+
+    seasonal_stable       ~2 years; `temperature`, `demand` and the `weather` mix follow the
+                          seasons, but P(label | features) never changes: data drift that
+                          a model trained on a full year does not need to retrain for
+    abrupt_change         stationary, then at the middle the labelling rule flips (concept
+                          drift) and `x2` and the `segment` mix shift with it
+    stationary            every row from one distribution, one fixed rule
+
     from ctpipe.data import scenarios, synthetic
     synthetic.write(scenarios.SCENARIOS["new_category"](8000, 0), "stream.csv")
 """
@@ -150,6 +160,101 @@ def label_prior_shift(rows: int = 12_000, seed: int = 0) -> pa.Table:
     )
 
 
+SEASONAL_DAYS = 730
+WEATHER = ("snow", "rain", "sun")
+ABRUPT_SHIFT = 1.5  # x2 moves this many standard deviations at the change
+
+
+def seasonal_stable(rows: int = 12_000, seed: int = 0) -> pa.Table:
+    """730 days from 1 January. `temperature` (about -2 in January to 22 in July),
+    `demand` (high in winter) and the `weather` mix ("snow" in winter, "sun" in summer)
+    follow a yearly cycle; `x0`..`x3` and `segment` do not. The labelling rule is one
+    logistic function of the features, the same every day: the season moves the features,
+    never P(label | features). The seasonal columns are 3 of 8, so the seasons alone
+    drift fewer than half of the columns."""
+    rng, position = _start(rows, seed)
+    stamps = _stamps(rng, position, SEASONAL_DAYS)
+    day = (stamps - np.datetime64(START.replace(tzinfo=None), "us")) / np.timedelta64(1, "D")
+    season = np.cos(2 * np.pi * day / 365.25)  # +1 on 1 January, -1 in early July
+    temperature = 10.0 - 12.0 * season + rng.normal(0.0, 2.5, rows)
+    demand = 100.0 + 30.0 * season + rng.normal(0.0, 8.0, rows)
+    winter = (1.0 + season) / 2.0  # 1 in midwinter, 0 in midsummer
+    mix = winter[:, None] * np.array([0.45, 0.4, 0.15]) + (1.0 - winter)[:, None] * np.array(
+        [0.02, 0.28, 0.7]
+    )
+    weather = (rng.random(rows)[:, None] > np.cumsum(mix, axis=1)).sum(axis=1).clip(0, 2)
+    x = rng.normal(0.0, 1.0, (rows, 4))
+    segment = _choose(rng, SEGMENTS, np.array([0.5, 0.3, 0.2]), rows)
+    logit = (
+        1.2 * x[:, 0]
+        - 0.9 * x[:, 1]
+        + 0.4 * x[:, 2]
+        - 0.2 * x[:, 3]
+        + 0.04 * (temperature - 10.0)
+        + 0.01 * (demand - 100.0)
+        + np.array([0.4, 0.2, -0.3])[weather]
+        + np.array([0.0, 0.6, -0.6])[segment]
+        - 0.2
+    )
+    return _table(
+        rng,
+        position,
+        seed,
+        {
+            **_numeric(x),
+            "temperature": np.round(temperature, 2),
+            "demand": np.round(demand, 2),
+            "weather": _levels(WEATHER, weather),
+            "segment": _levels(SEGMENTS, segment),
+        },
+        logit,
+        stamps=stamps,
+    )
+
+
+def abrupt_change(rows: int = 12_000, seed: int = 0) -> pa.Table:
+    """Stationary for the first half. From the middle on the labelling rule flips (the
+    effects of x0, x1 and `segment` change sign: concept drift) and the features move
+    too: `x2` shifts by 1.5 standard deviations and the `segment` mix turns over."""
+    rng, position = _start(rows, seed)
+    after = position >= HALF
+    x = rng.normal(0.0, 1.0, (rows, 3))
+    x[:, 2] += np.where(after, ABRUPT_SHIFT, 0.0)
+    segment = np.where(
+        after,
+        _choose(rng, SEGMENTS, np.array([0.2, 0.3, 0.5]), rows),
+        _choose(rng, SEGMENTS, np.array([0.5, 0.3, 0.2]), rows),
+    )
+    sign = np.where(after, -1.0, 1.0)
+    logit = sign * (1.3 * x[:, 0] - 0.9 * x[:, 1] + np.array([0.0, 0.6, -0.6])[segment]) + 0.3 * (
+        x[:, 2] - np.where(after, ABRUPT_SHIFT, 0.0)
+    )
+    return _table(
+        rng,
+        position,
+        seed,
+        {**_numeric(x), "segment": _levels(SEGMENTS, segment)},
+        logit,
+        days=120,
+    )
+
+
+def stationary(rows: int = 12_000, seed: int = 0) -> pa.Table:
+    """Every row from one distribution with one labelling rule: nothing changes."""
+    rng, position = _start(rows, seed)
+    x = rng.normal(0.0, 1.0, (rows, 3))
+    segment = _choose(rng, SEGMENTS, np.array([0.5, 0.3, 0.2]), rows)
+    logit = 1.2 * x[:, 0] - 0.8 * x[:, 1] + 0.4 * x[:, 2] + np.array([0.0, 0.5, -0.5])[segment]
+    return _table(
+        rng,
+        position,
+        seed,
+        {**_numeric(x), "segment": _levels(SEGMENTS, segment)},
+        logit,
+        days=120,
+    )
+
+
 SCENARIOS: dict[str, Callable[[int, int], pa.Table]] = {
     "constant_comes_alive": constant_comes_alive,
     "new_category": new_category,
@@ -157,7 +262,38 @@ SCENARIOS: dict[str, Callable[[int, int], pa.Table]] = {
     "label_prior_shift": label_prior_shift,
 }
 
+# The streams the retraining triggers' weighting is judged on (issue 14).
+TRIGGER_SCENARIOS: dict[str, Callable[[int, int], pa.Table]] = {
+    "seasonal_stable": seasonal_stable,
+    "abrupt_change": abrupt_change,
+    "stationary": stationary,
+}
+
 # Seattle weather, 2012-2015 (vega_datasets, a dev dependency: the CSV ships in its wheel).
+# `ctpipe demo`'s stream and search: 24 batches of 1,000 rows, an abrupt change (features
+# and labelling rule) at batch 9 and a gradual one over batches 17-21.
+DEMO_SEARCH = [
+    {"family": "linear", "params": {"C": 1.0}},
+    {"family": "hist_gradient_boosting", "params": {"max_iter": 80}},
+]
+
+
+def demo_stream() -> pa.Table:
+    from ctpipe.data import synthetic
+
+    return synthetic.generate(
+        24_000,
+        seed=11,
+        numeric=6,
+        categorical=2,
+        days=48,
+        drifts=(
+            synthetic.Drift(at=0.375, covariate=1.2, concept=0.6),
+            synthetic.Drift(at=0.70, width=0.2, covariate=-1.0, concept=0.4),
+        ),
+    )
+
+
 SEATTLE_TARGET = "wet"
 SEATTLE_FEATURES = ("temp_max", "temp_min", "wind", "precipitation_yesterday", "month")
 

@@ -12,6 +12,10 @@ Page-Hinkley (any sequential detector) sees only the champion's labelled predict
 the later of its data's end and the last run that ran to the end (blessed or refused):
 a refused retrain starts the detector over instead of leaving it alarmed for good.
 
+Performance is judged with a bootstrap interval over the labelled window. While labels
+arrive in time (triggers.label_horizon), performance outranks data drift: drift alone
+triggers only at triggers.large_drift_share; the record's `weighting` says why.
+
 Every run writes a JSON decision record; metrics go to a Pushgateway when configured.
 """
 
@@ -170,6 +174,7 @@ def run_monitor(
             categorical_threshold=rule.categorical_threshold,
             alpha=rule.alpha,
             share=rule.share,
+            thresholds=rule.thresholds,
         )
         drift_report = drift.check(profile, predlog.features_table(current), drift_settings)
         say(drift_report.summary())
@@ -180,7 +185,10 @@ def run_monitor(
     joined.raise_if_unmatched()
     mine = joined.table.filter(pc.equal(joined.table[predlog.MODEL_VERSION], champion.version))
     metric = performance_metric(config, classes)
-    value, recent_count = _recent_metric(mine, metric, config, classes, window)
+    measured = _recent_metric(
+        mine, metric, config, classes, window, confidence=settings.triggers.performance_confidence
+    )
+    value, recent_count = measured.value, measured.labelled
     test_metrics = json.loads(champion.tags.get(registry.TAG_TEST_METRICS, "{}"))
 
     # --- the last run: still active, or how it ended (failed runs in a row)
@@ -220,23 +228,44 @@ def run_monitor(
     new_predictions = int(pc.sum(pc.greater(log[predlog.TIMESTAMP], after)).as_py() or 0)
     age = (now - as_of).total_seconds()
     max_age = settings.triggers.max_model_age
+    rules = settings.triggers
+    performance_result = triggers.performance(
+        measured.metric,
+        value,
+        recent_count,
+        higher_is_better=METRICS[config.task][measured.metric],
+        min_labelled=rules.min_labelled,
+        floor=rules.performance_floor,
+        champion_value=test_metrics.get(measured.metric),
+        margin=rules.performance_margin,
+        interval=measured.interval,
+    )
+    # Labels in time outrank data drift: see triggers.weigh.
+    newest_labelled = pc.max(mine[predlog.TIMESTAMP]).as_py() if mine.num_rows else None
+    labels_timely = triggers.label_timeliness(
+        newest_labelled,
+        now,
+        recent_count,
+        min_labelled=rules.min_labelled,
+        horizon=rules.label_horizon,
+        measured=value is not None,
+    )
+    drift_result, weighting = triggers.weigh(
+        _data_drift_trigger(drift_report, current.num_rows, config),
+        performance_result,
+        labels_timely,
+        large_share=rules.large_drift_share,
+        performance_judged=rules.performance_floor is not None
+        or (rules.performance_margin is not None and measured.metric in test_metrics),
+    )
     fired = [
         triggers.schedule(
             (now - sequential_since).total_seconds(),
             parse_duration(max_age) if max_age else None,
             since_run=sequential_from == "last_run",
         ),
-        _data_drift_trigger(drift_report, current.num_rows, config),
-        triggers.performance(
-            metric,
-            value,
-            recent_count,
-            higher_is_better=METRICS[config.task][metric],
-            min_labelled=settings.triggers.min_labelled,
-            floor=settings.triggers.performance_floor,
-            champion_value=test_metrics.get(metric),
-            margin=settings.triggers.performance_margin,
-        ),
+        drift_result,
+        performance_result,
         triggers.concept_drift(
             errors,
             settings.triggers.page_hinkley_delta,
@@ -266,6 +295,10 @@ def run_monitor(
         failures=_failures(state),
         blocks=_schema_blocks(pending),
     )
+    if weighting["outranked"]:
+        decision = Decision(
+            decision.action, (*decision.reasons, weighting["explanation"]), decision.fired
+        )
     run = None
     if decision.action == policy_module.SUBMIT and dry_run:
         decision = Decision(
@@ -339,10 +372,18 @@ def run_monitor(
         },
         "statistics": {
             "drift": drift_report.to_dict() if drift_report is not None else None,
-            "performance": {"metric": metric, "value": value, "labelled": recent_count},
+            "performance": {
+                "metric": measured.metric,
+                "value": value,
+                "labelled": recent_count,
+                "low": measured.interval.low if measured.interval else None,
+                "high": measured.interval.high if measured.interval else None,
+                "confidence": measured.interval.confidence if measured.interval else None,
+            },
             "champion_test_metrics": test_metrics,
         },
         "triggers": [t.to_dict() for t in fired],
+        "weighting": weighting,
         **decision.to_dict(),
         "run": None if run is None else dataclasses.asdict(run),
         "last_run": None if state.last_run is None else dataclasses.asdict(state.last_run),
@@ -442,15 +483,37 @@ def _data_drift_trigger(report: Any, rows: int, config: Config) -> TriggerResult
     )
 
 
+PERFORMANCE_RESAMPLES = 400  # bootstrap resamples of the labelled window
+PERFORMANCE_SEED = 0
+PERFORMANCE_MAX_ROWS = 20_000  # above this, an m-out-of-n bootstrap bounds the time
+
+
+@dataclass(frozen=True)
+class RecentMetric:
+    """The metric on the champion's labelled window, with its bootstrap interval."""
+
+    metric: str  # the one computed (multiclass logs hard predictions: accuracy)
+    value: float | None
+    labelled: int
+    interval: triggers.Interval | None = None
+
+
 def _recent_metric(
-    labelled: pa.Table, metric: str, config: Config, classes: list[Any], window: timedelta
-) -> tuple[float | None, int]:
+    labelled: pa.Table,
+    metric: str,
+    config: Config,
+    classes: list[Any],
+    window: timedelta,
+    *,
+    confidence: float | None = None,
+) -> RecentMetric:
     """The metric on the champion's labelled predictions within one window of the newest
-    labelled one (anchored there, not at now, because labels arrive late)."""
+    labelled one (anchored there, not at now, because labels arrive late), and with a
+    `confidence` its bootstrap interval."""
     from ctpipe import evaluation
 
     if labelled.num_rows == 0:
-        return None, 0
+        return RecentMetric(metric, None, 0)
     newest = pc.max(labelled[predlog.TIMESTAMP]).as_py()
     recent = labelled.filter(
         pc.greater_equal(
@@ -468,7 +531,7 @@ def _recent_metric(
         positive = np.asarray(recent[predlog.SCORE].to_numpy(zero_copy_only=False), dtype=float)
         scores = np.column_stack([1.0 - positive, positive])
         if len(set(target.values.tolist()) - {-1}) < 2:
-            return None, recent.num_rows  # AUC needs both classes among the labels
+            return RecentMetric(metric, None, recent.num_rows)  # AUC needs both classes
     else:
         names = tuple(str(c) for c in classes) or tuple(sorted(set(truth)))
         target = evaluation.Target.of(truth, "classification", names)
@@ -478,7 +541,63 @@ def _recent_metric(
         scores = np.eye(len(names))[np.clip(predicted, 0, None)]
         if metric != "accuracy":
             metric = "accuracy"  # only hard predictions are logged for multiclass
-    return evaluation.metric_value(metric, target, scores), recent.num_rows
+    value = evaluation.metric_value(metric, target, scores)
+    interval = (
+        metric_interval(metric, target, scores, confidence=confidence)
+        if confidence is not None and value == value
+        else None
+    )
+    return RecentMetric(metric, value, recent.num_rows, interval)
+
+
+def metric_interval(
+    metric: str,
+    target: Any,
+    scores: np.ndarray,
+    *,
+    confidence: float,
+    samples: int = PERFORMANCE_RESAMPLES,
+    seed: int = PERFORMANCE_SEED,
+    max_rows: int = PERFORMANCE_MAX_ROWS,
+) -> triggers.Interval | None:
+    """A percentile bootstrap interval of `metric` (evaluation's resampling weights, seeded).
+
+    Above `max_rows` rows the resamples are drawn from a seeded subsample of `max_rows`
+    and their spread is scaled by sqrt(max_rows / rows) around the full point estimate
+    (an m-out-of-n bootstrap), which bounds the time and memory. None when too few
+    resamples give a finite value (e.g. AUC on resamples with one class).
+    """
+    from ctpipe import evaluation
+
+    rows = len(target.values)
+    if rows < 2:
+        return None
+    function = evaluation.METRIC_FUNCTIONS[metric]
+    point = evaluation.metric_value(metric, target, scores)
+    centre, scale = point, 1.0
+    if rows > max_rows:
+        picked = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+        target = evaluation.Target(target.task, target.values[picked], target.classes)
+        scores = scores[picked]
+        centre = evaluation.metric_value(metric, target, scores)
+        scale = float(np.sqrt(max_rows / rows))
+    values = np.concatenate(
+        [
+            function(target, scores, weights)
+            for weights in evaluation.bootstrap_weights(len(target.values), samples, seed)
+        ]
+    )
+    values = values[np.isfinite(values)]
+    if len(values) < samples // 2:
+        return None
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return triggers.Interval(
+        float(point + (low - centre) * scale),
+        float(point + (high - centre) * scale),
+        confidence,
+        len(values),
+    )
 
 
 def _error_stream(labelled: pa.Table, config: Config, test_metrics: dict[str, float]) -> np.ndarray:
@@ -521,6 +640,8 @@ def _html_report(
             [c.name for c in report.columns if c.kind == "categorical"],
             config.monitor.drift,
             config.monitor.report_rows,
+            # The page shows the thresholds the verdict used, calibrated ones included.
+            column_thresholds={c.name: c.threshold for c in report.columns},
         )
         uri = storage.join(
             MonitorStore(config.state_dir, config.model_name).root,

@@ -115,6 +115,10 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# Families whose fit() takes sample_weight (train.half_life); the torch MLP does not.
+WEIGHTED_FAMILIES = frozenset({"linear", "random_forest", "hist_gradient_boosting"})
+
+
 def build_estimator(
     family: str, task: str, params: dict[str, Any], seed: int, threads: int = 1
 ) -> Any:

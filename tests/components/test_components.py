@@ -10,15 +10,17 @@ import pytest
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from ctpipe.components.evaluate import evaluate
+from ctpipe.components.final_refit import final_refit
 from ctpipe.components.infra_validate import infra_validate
 from ctpipe.components.ingest import ingest
 from ctpipe.components.plan import plan
+from ctpipe.components.refit import refit
 from ctpipe.components.register import register
 from ctpipe.components.select import select
 from ctpipe.components.split import split
 from ctpipe.components.train import train
 from ctpipe.components.validate import validate
-from ctpipe.config import Config
+from ctpipe.config import Config, from_dict
 from ctpipe.data import synthetic
 from tests.conftest import make_config
 
@@ -50,11 +52,21 @@ def staged(tmp_path: Path, small_config: Config):
     )
     slices = {
         name: artifact(Dataset, tmp_path, name)
-        for name in ("train", "validation", "test", "reference")
+        for name in ("train", "validation", "test", "window", "reference")
     }
     profile = artifact(Artifact, tmp_path, "profile")
-    split.python_func(config=config, data=data, schema=schema, profile=profile, **slices)
-    return {"config": config, "data": data, "schema": schema, "profile": profile, **slices}
+    report = artifact(Markdown, tmp_path, "split.md")
+    split.python_func(
+        config=config, data=data, schema=schema, profile=profile, report=report, **slices
+    )
+    return {
+        "config": config,
+        "data": data,
+        "schema": schema,
+        "profile": profile,
+        "split_report": report,
+        **slices,
+    }
 
 
 def test_ingest_writes_parquet_with_lineage_metadata(tmp_path: Path, small_config: Config) -> None:
@@ -114,11 +126,14 @@ def test_validate_stops_with_listed_violations(
     )
 
 
-def test_split_profiles_the_training_slice(staged) -> None:
+def test_split_profiles_the_rows_the_model_learns_from(staged) -> None:
     from ctpipe import drift
 
     profile = drift.ReferenceProfile.from_bytes(Path(staged["profile"].path).read_bytes())
-    assert profile.rows == staged["train"].metadata["rows"]
+    # an expanding window: every labelled row, the final refit's rows
+    assert profile.rows == staged["window"].metadata["rows"] == 3000
+    assert profile.calibration is not None  # thresholds from the rows' own variation
+    assert "window expanding" in Path(staged["split_report"].path).read_text()
     assert profile.kinds["num_0"] == "numeric" and profile.kinds["region"] == "categorical"
     sample = pq.read_table(staged["reference"].path)
     assert 0 < sample.num_rows <= 5000 and "label" not in sample.column_names
@@ -202,12 +217,26 @@ def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
     assert chosen == top.metadata["candidate"] == best.metadata["candidate"]
     assert Path(best.path).read_bytes() == Path(top.path).read_bytes()
 
+    # The gate judges the chosen candidate fitted again on train + validation.
+    challenger = artifact(Model, tmp_path, "challenger")
+    said = refit.python_func(
+        config=staged["config"],
+        best=best,
+        schema=staged["schema"],
+        train=staged["train"],
+        validation=staged["validation"],
+        model=challenger,
+    )
+    learned = staged["train"].metadata["rows"] + staged["validation"].metadata["rows"]
+    assert challenger.metadata["fitted_rows"] == learned and "train+validation" in said
+    assert challenger.metadata["fitted_end"] == staged["validation"].metadata["end"]
+
     evaluation = artifact(Artifact, tmp_path, "evaluation")
     metrics = artifact(Metrics, tmp_path, "test_metrics")
     classification = artifact(ClassificationMetrics, tmp_path, "classification")
     blessed = evaluate.python_func(
         config=staged["config"],
-        model=best,
+        model=challenger,
         test=staged["test"],
         schema=staged["schema"],
         metrics=metrics,
@@ -223,17 +252,34 @@ def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
         and "confidenceMetrics" in classification.metadata
     )
 
+    # After the blessing: refit on the whole window, test slice included, kept when it
+    # agrees with the blessed model on the test slice.
+    final = artifact(Model, tmp_path, "final")
+    final_refit.python_func(
+        config=staged["config"],
+        blessed=challenger,
+        schema=staged["schema"],
+        window=staged["window"],
+        test=staged["test"],
+        model=final,
+    )
+    record = json.loads(final.metadata["final_refit"])
+    assert record["applied"] is True and record["value"] <= record["tolerance"]
+    assert final.metadata["fitted_rows"] == 3000
+    assert final.metadata["fitted_end"] == staged["test"].metadata["end"]
+
     # infra-validate serves the challenger from the directory that register then logs.
     served = artifact(Model, tmp_path, "served")
     said = infra_validate.python_func(
         config=staged["config"],
-        model=best,
+        model=final,
         test=staged["test"],
         schema=staged["schema"],
         served=served,
     )
     assert "identically" in said
     assert served.metadata["candidate"] == best.metadata["candidate"]
+    assert served.metadata["fitted_rows"] == 3000
     assert json.loads(served.metadata["classes"]) == [0, 1]
     assert (Path(served.path) / "MLmodel").is_file()
 
@@ -251,6 +297,16 @@ def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
     )
     assert registered.version == "1"
     assert registered.sha256 == served.metadata["sha256"], "registered bytes differ from served"
+    from ctpipe import registry
+
+    fit_tag = json.loads(
+        registry.client(from_dict(staged["config"]))
+        .get_model_version(staged["config"]["model_name"], "1")
+        .tags[registry.TAG_FIT]
+    )
+    # the registered model saw the test slice, and the agreement check is on record
+    assert fit_tag["end"] == staged["test"].metadata["end"] and fit_tag["rows"] == 3000
+    assert fit_tag["final_refit"] == record
 
     # Deploy renders from what register handed on: no MLflow lookup in that step.
     from ctpipe.components.deploy import deploy

@@ -63,6 +63,7 @@ def test_compiled_pipeline_shape() -> None:
         "plan",
         "candidates",
         "select",
+        "refit",
         "evaluate",
         "blessed",
     }
@@ -74,9 +75,13 @@ def test_compiled_pipeline_shape() -> None:
         gate["triggerPolicy"]["condition"]
         == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
     )
+    # The gate judges the candidate refitted on train + validation.
+    assert by_name["evaluate"]["dependentTasks"] == ["refit", "split", "validate"]
     blessed = doc["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(blessed) == {"infra-validate", "register", "deploy"}
-    # Nothing is registered before the served challenger passed, nothing deployed before it is registered.
+    assert set(blessed) == {"final-refit", "infra-validate", "register", "deploy"}
+    # The final refit is what infra validation serves; nothing is registered before the
+    # served challenger passed, nothing deployed before it is registered.
+    assert blessed["infra-validate"]["dependentTasks"] == ["final-refit"]
     assert blessed["register"]["dependentTasks"] == ["infra-validate"]
     assert blessed["deploy"]["dependentTasks"] == ["register"]
     # Every step runs on the project image with our own code, never a pip install of kfp.
@@ -97,25 +102,30 @@ def test_cpu_profile_has_no_gpu_settings() -> None:
     assert "nvidia.com/gpu" not in COMPILED_PATH.read_text()
 
 
+GPU_STEPS = ("exec-train", "exec-refit", "exec-final-refit")
+
+
 def test_gpu_profile_trains_on_a_gpu_and_nothing_else_does() -> None:
     containers = executors(COMPILED_GPU_PATH)
-    train = containers.pop("exec-train")
-    assert train["image"] == f"ctpipe/trainer-gpu:{__version__}"
-    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert train["resources"]["accelerator"]["resourceCount"] == "1"
     platform = load(COMPILED_GPU_PATH)[1]["executors"]
-    assert platform["exec-train"]["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    ]
+    for step in GPU_STEPS:  # every step that fits a model
+        train = containers.pop(step)
+        assert train["image"] == f"ctpipe/trainer-gpu:{__version__}"
+        assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert train["resources"]["accelerator"]["resourceCount"] == "1"
+        assert platform[step]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
     for name, container in containers.items():
         assert container["image"] == f"ctpipe/base:{__version__}", name
         assert "resources" not in container, name
         assert "tolerations" not in platform[name], name
-    # Apart from the train step, the two profiles are the same pipeline.
+    # Apart from the fitting steps, the two profiles are the same pipeline.
     cpu_spec, gpu_spec = load(COMPILED_PATH)[0], load(COMPILED_GPU_PATH)[0]
     for spec in (cpu_spec, gpu_spec):
         spec.pop("sdkVersion", None)
-        spec["deploymentSpec"]["executors"].pop("exec-train")
+        for step in GPU_STEPS:
+            spec["deploymentSpec"]["executors"].pop(step)
     assert cpu_spec == gpu_spec
 
 
@@ -148,7 +158,8 @@ def test_registry_and_tag_are_set_at_compile_time(
         tmp_path / "gpu.yaml", "gpu", registry="reg.example:5000/ml/", tag="1.2.3"
     )
     images = {name: c["image"] for name, c in executors(out).items()}
-    assert images.pop("exec-train") == "reg.example:5000/ml/ctpipe/trainer-gpu:1.2.3"
+    for step in GPU_STEPS:
+        assert images.pop(step) == "reg.example:5000/ml/ctpipe/trainer-gpu:1.2.3"
     assert set(images.values()) == {"reg.example:5000/ml/ctpipe/base:1.2.3"}
 
     # The environment does the same for `ctpipe compile`, even after the modules were imported.

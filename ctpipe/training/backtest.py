@@ -1,0 +1,169 @@
+"""`train.window: auto`: choose how far back a retrain looks by what worked lately.
+
+Rolling origin over the newest labelled rows before the test slice (the gate's rows are
+never looked at): for fold k = 1..train.backtest_folds, the k-th newest block of
+validation-sized rows is predicted by the search's first candidate (the simplest, by
+convention), fitted on each window in `train.auto_windows` ending where that block
+starts. The window with the best mean score wins; a tie goes to the one listed first.
+Bounded: folds x windows fits of one candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from ctpipe.config import Config
+from ctpipe.errors import DataError
+
+if TYPE_CHECKING:
+    from ctpipe.data.schema import Schema
+
+
+@dataclass(frozen=True)
+class Fold:
+    window: str
+    fold: int  # 1: the newest block
+    train_rows: int
+    block_rows: int
+    block_start: str
+    score: float | None  # None: this window had too few rows (or one class) at this origin
+
+
+@dataclass(frozen=True)
+class Backtest:
+    chosen: str
+    metric: str
+    candidate: str
+    folds: tuple[Fold, ...]
+    seconds: float
+    note: str = ""
+
+    def mean(self, window: str) -> float | None:
+        scores = [f.score for f in self.folds if f.window == window]
+        if not scores or any(s is None for s in scores):
+            return None
+        return sum(s for s in scores if s is not None) / len(scores)
+
+    @property
+    def windows(self) -> list[str]:
+        return list(dict.fromkeys(f.window for f in self.folds))
+
+    def summary(self) -> str:
+        means = ", ".join(
+            f"{w} {m:.4f}" if (m := self.mean(w)) is not None else f"{w} n/a" for w in self.windows
+        )
+        return (
+            f"train.window auto: chose {self.chosen} (backtest mean {self.metric}: {means}; "
+            f"{self.candidate}, {self.seconds:.1f}s){' ' + self.note if self.note else ''}"
+        )
+
+    def markdown(self) -> str:
+        folds = sorted({f.fold for f in self.folds})
+        lines = [
+            f"## Training window: {self.chosen}",
+            "",
+            f"Chosen by a rolling-origin backtest of `{self.candidate}` on the newest labelled "
+            f"rows before the test slice ({self.metric}; fold 1 is the newest block). {self.note}",
+            "",
+            "| window | " + " | ".join(f"fold {k}" for k in folds) + " | mean |",
+            "|---|" + "---|" * (len(folds) + 1),
+        ]
+        for window in self.windows:
+            cells = []
+            for k in folds:
+                fold = next(f for f in self.folds if f.window == window and f.fold == k)
+                shown = "n/a" if fold.score is None else f"{fold.score:.4f}"
+                cells.append(f"{shown} ({fold.train_rows:,} rows)")
+            mean = self.mean(window)
+            mark = " **(chosen)**" if window == self.chosen else ""
+            lines.append(
+                f"| {window}{mark} | "
+                + " | ".join(cells)
+                + f" | {'n/a' if mean is None else f'{mean:.4f}'} |"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def choose(history: pa.Table, schema: Schema, config: Config, threads: int) -> Backtest:
+    """`history`: the labelled rows before the test slice, in time order."""
+    from ctpipe.data.split import cut, times_of
+    from ctpipe.training import windows
+    from ctpipe.training.search import expand
+
+    started = time.perf_counter()
+    candidate = expand(config)[0]
+    metric = config.search_metric
+    higher = config.higher_is_better(metric)
+    specs = [windows.parse(text) for text in config.train.auto_windows]
+    times = times_of(history, config)
+    n = len(times)
+    learn_share = config.split.validation_fraction / (1 - config.split.test_fraction)
+    block = max(config.split.min_rows, round(n * learn_share))
+    folds: list[Fold] = []
+    for k in range(1, config.train.backtest_folds + 1):
+        origin = cut(times, n - k * block)
+        stop = cut(times, n - (k - 1) * block) if k > 1 else n
+        if origin < config.split.min_rows or stop - origin < config.split.min_rows:
+            break
+        evaluated = history.slice(origin, stop - origin)
+        when = evaluated.column(config.timestamp)[0].as_py().isoformat()
+        for spec in specs:
+            first = windows.start(times, origin, spec)
+            rows = history.slice(first, origin - first)
+            value = _fold_score(candidate, rows, evaluated, schema, config, metric, threads)
+            folds.append(Fold(str(spec), k, rows.num_rows, evaluated.num_rows, when, value))
+    seconds = time.perf_counter() - started
+    default = str(specs[0])
+    if not folds:
+        return Backtest(
+            default,
+            metric,
+            candidate.id,
+            (),
+            seconds,
+            f"too few rows for one fold of {block:,} rows: {default} (listed first) is used",
+        )
+    result = Backtest(default, metric, candidate.id, tuple(folds), seconds)
+    scored = [(w, m) for w in result.windows if (m := result.mean(w)) is not None]
+    if not scored:
+        return Backtest(
+            default, metric, candidate.id, tuple(folds), seconds, "no window scored every fold"
+        )
+    sign = 1.0 if higher else -1.0
+    best = max(scored, key=lambda wm: (sign * wm[1], -result.windows.index(wm[0])))[0]
+    return Backtest(best, metric, candidate.id, tuple(folds), seconds)
+
+
+def _fold_score(
+    candidate: Any,
+    rows: pa.Table,
+    evaluated: pa.Table,
+    schema: Schema,
+    config: Config,
+    metric: str,
+    threads: int,
+) -> float | None:
+    import pyarrow.compute as pc
+
+    from ctpipe.training import fit
+
+    if rows.num_rows < config.split.min_rows:
+        return None
+    if config.task == "classification":
+        for part in (rows, evaluated):
+            if len(pc.unique(part.column(config.target)).drop_null()) < 2:
+                return None
+    try:
+        model = fit.fit(candidate, rows, schema, config, threads).model
+        value = fit.score(model, evaluated, schema, config, metric)
+    except (ValueError, DataError):  # e.g. a class the fold's rows never saw
+        return None
+    return value if value == value else None

@@ -1,0 +1,81 @@
+"""Triggers that mean something, end to end: `ctpipe simulate --policy auto` with the
+default triggers (calibrated drift thresholds, weighted by labels) on three streams.
+
+    seasonal_stable  the features follow the year, P(label | features) never changes:
+                     no retrain, and no batch of year 2 drifts against a champion trained
+                     on year 1 (the thresholds were calibrated on its own seasons); not
+                     met yet, marked xfail with the reason
+    stationary       one distribution throughout: no retrain
+    abrupt_change    the labelling rule flips halfway: a retrain within two batches
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctpipe import registry
+from ctpipe.data import scenarios, synthetic
+from tests.conftest import replay_config, simulate_cli
+
+pytestmark = pytest.mark.pipeline
+
+SEARCH = "    - {family: linear, params: {C: 1.0}}\n"
+
+
+def replay(
+    name: str, rows: int, batch: int, initial: int, tmp_path: Path, *extra: str
+) -> dict[str, Any]:
+    data = tmp_path / f"{name}.parquet"
+    synthetic.write(scenarios.TRIGGER_SCENARIOS[name](rows, 0), str(data))
+    config = replay_config(tmp_path, "label", SEARCH)
+    out = tmp_path / "out"
+    result = simulate_cli(
+        tmp_path,
+        "--data", str(data), "--target", "label", "--time", "event_time",
+        "--batch", str(batch), "--label-delay", "1", "--initial-batches", str(initial),
+        "--policy", "auto", "--config", str(config), "--out", str(out), *extra,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+@pytest.fixture(autouse=True)
+def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(registry.TRACKING_ENV, raising=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14, open: ROC AUC itself moves with the season under a fixed labelling "
+    "rule (0.81-0.87 per batch here), so the performance trigger, judged against the "
+    "test figure of one season, fires once in year 2; and one batch drifts 2 of 8 columns",
+)
+def test_seasons_alone_trigger_no_retrain(tmp_path: Path) -> None:
+    # 730 days in 24 batches of ~30 days; the first champion learns the first year.
+    summary = replay("seasonal_stable", 7200, 300, 12, tmp_path)
+    timeline = summary["timeline"]
+    assert len(timeline) == 12
+    assert summary["retrains"] == 0, [(b["batch"], b["fired"]) for b in timeline]
+    shares = [b["drift_share"] for b in timeline if b["drift_share"] is not None]
+    assert len(shares) == 12 and max(shares) < 0.25, shares  # no dataset drift in any batch
+
+
+def test_a_stationary_stream_triggers_no_retrain(tmp_path: Path) -> None:
+    summary = replay("stationary", 4800, 300, 4, tmp_path)
+    assert summary["retrains"] == 0, [(b["batch"], b["fired"]) for b in summary["timeline"]]
+
+
+def test_an_abrupt_change_triggers_a_retrain_within_two_batches(tmp_path: Path) -> None:
+    summary = replay("abrupt_change", 4800, 300, 4, tmp_path)
+    change = 8  # 16 batches, the change at the middle
+    runs = [b["batch"] for b in summary["timeline"] if b["run"]]
+    assert runs and change <= runs[0] <= change + 2, [
+        (b["batch"], b["fired"], b["action"]) for b in summary["timeline"]
+    ]
+    assert summary["failed_runs"] == 0
