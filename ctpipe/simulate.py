@@ -145,7 +145,8 @@ def prepare_config(
         min_labelled=min(monitor.triggers.min_labelled, batch),
         # The newest labels are `delay` batches old at a check: with a delay of 0 or 1
         # they are in time (performance decides), from 2 on data drift may act alone.
-        label_horizon=span(1.5),
+        # A config's null (drift always acts alone) stays null.
+        label_horizon=span(1.5) if monitor.triggers.label_horizon is not None else None,
     )
     if policy.kind not in ("performance", "auto"):
         triggers = dataclasses.replace(triggers, performance_floor=None, performance_margin=None)
