@@ -29,8 +29,9 @@ Calibrated thresholds (`thresholds="calibrated"`, the default, effect sizes only
 whose training data moves with the season differs from the whole training period in every
 monitor window, so a fixed 0.1 flags it in every check. `calibrate` cuts the training rows
 into consecutive monitor-window-long spans, scores each span against the whole reference
-with the very statistic a check uses, and keeps mean + 3 std of those scores per column
-(NannyML's rule for reference chunks). A check then holds each column to the larger of the
+with the very statistic a check uses, and keeps median + 3 robust std (1.4826 MAD) of
+those scores per column (NannyML's reference chunks, with a spread that a change inside
+the training data does not inflate). A check then holds each column to the larger of the
 fixed threshold and its calibrated one, so calibration only ever makes a verdict harder to
 reach. Holm's p-values are a significance test, not a distance, and are never calibrated.
 
@@ -115,8 +116,8 @@ FIXED: Thresholds = "fixed"
 CALIBRATED: Thresholds = "calibrated"
 THRESHOLDS: tuple[Thresholds, ...] = (FIXED, CALIBRATED)
 
-# Calibration: NannyML's mean + 3 std of the reference chunks. Fewer than 3 windows give no
-# usable spread. More than 50 windows add little to a mean and std but cost time on a
+# Calibration: NannyML's reference chunks, median + 3 robust std (1.4826 MAD). Fewer than 3
+# windows give no usable spread. More than 50 windows add little to a median and MAD but cost time on a
 # million-row reference, so an evenly spaced 50 are scored (they still span every season).
 CALIBRATION_SIGMAS = 3.0
 MIN_CALIBRATION_WINDOWS = 3
@@ -254,7 +255,8 @@ class Calibration:
     """Per-column thresholds learned from the training data's own variation between
     consecutive monitor windows; see `calibrate`.
 
-    thresholds: mean + `sigmas` std of the column's effect size over the training windows,
+    thresholds: median + `sigmas` robust std (1.4826 MAD) of the column's effect size over
+    the training windows,
     for each column scored in at least MIN_CALIBRATION_WINDOWS of them. Empty, with
     `reason` saying why, when the training data gave too few windows.
     windows: the training windows scored; available: those with at least min_rows rows
@@ -472,6 +474,16 @@ def _sketch(sorted_values: Float64Array, max_rows: int) -> Float64Array:
 # ---------------------------------------------------------------------------- calibration
 
 
+MAD_TO_STD = 1.4826  # the median absolute deviation of a normal sample, in its std
+
+
+def robust_limit(scores: Any, sigmas: float = CALIBRATION_SIGMAS) -> float:
+    """median + sigmas x 1.4826 x MAD of `scores`."""
+    values = np.asarray(scores, dtype=float)
+    median = float(np.median(values))
+    return median + sigmas * MAD_TO_STD * float(np.median(np.abs(values - median)))
+
+
 def calibrate(
     profile: ReferenceProfile,
     data: pa.Table | Mapping[str, Any],
@@ -491,7 +503,11 @@ def calibrate(
     oldest span is left out when the data covers less than half of it, and so is every
     span with fewer than `min_rows` rows. Each span is scored against the whole profile
     with the statistic a check reads (wasserstein_norm, jensen_shannon), and a column's
-    threshold is the mean + `sigmas` standard deviations of its scores.
+    threshold is the median + `sigmas` robust standard deviations (1.4826 x the median
+    absolute deviation) of its scores. Robust, because training data that spans a change
+    has a few windows far from the rest: mean + 3 std would take them for the column's
+    natural variation and never see that change again, while a season, spread over many
+    windows, still widens the threshold.
 
     The scores are as noisy as the training windows are small: a production window with
     many more rows than a training one is held to a threshold a little higher than its
@@ -559,8 +575,7 @@ def calibrate(
             else _categorical_window_scores(name, ref, values, order, bounds)
         )
         if len(scores) >= MIN_CALIBRATION_WINDOWS:
-            # ddof=1: the windows are a sample of the windows the monitor will see.
-            thresholds[name] = float(np.mean(scores) + sigmas * np.std(scores, ddof=1))
+            thresholds[name] = robust_limit(scores, sigmas)
     if not thresholds:
         return without(
             f"no column has values in {MIN_CALIBRATION_WINDOWS} training windows of {window_text}",
@@ -589,8 +604,18 @@ def _numeric_window_scores(
     for part in np.split(_row_floats(name, values)[order], bounds):
         finite = np.sort(part[np.isfinite(part)])
         if len(finite):
-            scores.append(distance(finite) / scale)
+            scores.append(distance(finite) / scale / _outside(len(finite), ref.rows))
     return scores
+
+
+def _outside(window_rows: int, reference_rows: int) -> float:
+    """1 - the window's share of the reference it is scored against. The window is part of
+    that reference, so its CDF gap is exactly (1 - share) of its gap to the other rows
+    (for Wasserstein-1; about that for Jensen-Shannon); dividing by it scores the window
+    as a window from outside the training data, which is what the monitor sees, would be.
+    Without it a profile of a few windows learns thresholds below its own noise."""
+    share = window_rows / reference_rows if reference_rows else 0.0
+    return max(1.0 - share, 0.05)
 
 
 def _categorical_window_scores(
@@ -608,7 +633,7 @@ def _categorical_window_scores(
         seen = part[part >= 0]
         if len(seen):
             counts = np.bincount(seen, minlength=width).astype(np.float64)
-            scores.append(jensen_shannon(reference, counts))
+            scores.append(jensen_shannon(reference, counts) / _outside(len(seen), ref.rows))
     return scores
 
 

@@ -37,6 +37,11 @@ from ctpipe.errors import ConfigError, DataError
 from ctpipe.monitor.submit import short_error
 
 POLICIES = ("never", "schedule:K", "drift", "performance", "auto")
+# `auto` is every trigger, as the shipped config runs them: data drift, performance and
+# concept drift, with the schedule (max_model_age) as a backstop at this many batches. A
+# champion that no trigger faults still ages: seasons it never saw, slow drift that stays
+# under every threshold.
+AUTO_BACKSTOP_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,13 @@ def prepare_config(
 
     triggers = dataclasses.replace(
         monitor.triggers,
-        max_model_age=span(policy.every + delay - 0.5) if policy.kind == "schedule" else None,
+        max_model_age=(
+            span(policy.every + delay - 0.5)
+            if policy.kind == "schedule"
+            else span(AUTO_BACKSTOP_BATCHES + delay - 0.5)
+            if policy.kind == "auto"
+            else None
+        ),
         data_drift=policy.kind in ("drift", "auto"),
         concept_drift=policy.kind == "auto",
         min_labelled=min(monitor.triggers.min_labelled, batch),

@@ -120,8 +120,8 @@ def split(
 
     table = tables.read(data_path)
     schema = load_schema(schema_path)
-    spec = windows.parse(config.train.window)
-    backtest = None
+    spec = final_spec = windows.parse(config.train.window)
+    backtests = []
     if spec.kind == windows.AUTO:
         from ctpipe.training import backtest as backtest_module
         from ctpipe.training.families import training_threads
@@ -130,9 +130,14 @@ def split(
         history = ordered.slice(
             0, split_module.first_test_row(split_module.times_of(ordered, config), config)
         )
-        backtest = backtest_module.choose(history, schema, config, training_threads())
-        spec = windows.parse(backtest.chosen)
-    slices, result = split_module.split(table, config, spec)
+        gated = backtest_module.choose(history, schema, config, training_threads())
+        final = backtest_module.choose(ordered, schema, config, training_threads())
+        backtests = [
+            (gated, "Training window", "before the test slice"),
+            (final, "Final refit window", "including the test slice"),
+        ]
+        spec, final_spec = windows.parse(gated.chosen), windows.parse(final.chosen)
+    slices, result = split_module.split(table, config, spec, final_spec)
     for name, path in (("train", train_out), ("validation", validation_out), ("test", test_out)):
         tables.write(slices[name], path)
     if window_out is not None:
@@ -142,10 +147,11 @@ def split(
     reference.write(slices[split_module.WINDOW], schema, profile_out, sample_out, config=config)
     if report_out is not None:
         parts = [f"# Split\n\n{result.describe()}"]
-        if backtest is not None:
-            parts.append(backtest.markdown())
+        parts += [b.markdown(title, rows) for b, title, rows in backtests]
         Path(report_out).write_text("\n\n".join(parts) + "\n")
-    return dataclasses.replace(result, backtest=backtest.summary()) if backtest else result
+    if not backtests:
+        return result
+    return dataclasses.replace(result, backtest=backtests[0][0].summary())
 
 
 def drift_report(

@@ -44,6 +44,7 @@ class SplitResult:
     learn: SliceInfo | None = None  # the final refit's rows
     left_out: int = 0  # labelled rows before the window, in no slice
     backtest: str = ""  # how an auto window was chosen (one line)
+    final_window: str = ""  # the final refit's window, when it differs
 
     def slice(self, name: str) -> SliceInfo:
         return next(s for s in self.slices if s.name == name)
@@ -57,6 +58,8 @@ class SplitResult:
             else ""
         )
         window = f"; window {self.window}"
+        if self.final_window and self.final_window != self.window:
+            window += f" (final refit: {self.final_window})"
         if self.left_out:
             window += f" ({self.left_out:,} older labelled rows left out)"
         chosen = f"; {self.backtest}" if self.backtest else ""
@@ -87,14 +90,19 @@ def first_test_row(times: np.ndarray, config: Config) -> int:
 
 
 def split(
-    table: pa.Table, config: Config, window: WindowSpec | None = None
+    table: pa.Table,
+    config: Config,
+    window: WindowSpec | None = None,
+    final_window: WindowSpec | None = None,
 ) -> tuple[dict[str, pa.Table], SplitResult]:
     """Sort by time and cut into train / validation / test slices, plus the final refit's
     rows under WINDOW. `window`: train.window resolved (an auto window is the backtest's
-    choice); default: config.train.window, which must not be auto then."""
+    choice); default: config.train.window, which must not be auto then. `final_window`:
+    the final refit's window, ending at the newest row (default: `window`)."""
     from ctpipe.training import windows
 
     spec = window or windows.parse(config.train.window)
+    final = final_window or spec
     ordered, dropped = labelled_in_order(table, config)
     times = times_of(ordered, config)
     n = len(times)
@@ -109,7 +117,7 @@ def split(
         "train": (first, validation_cut),
         "validation": (validation_cut, test_cut),
         "test": (test_cut, n),
-        WINDOW: (windows.start(times, n, spec), n),
+        WINDOW: (windows.start(times, n, final), n),
     }
     slices = {name: ordered.slice(lo, hi - lo) for name, (lo, hi) in bounds.items()}
     infos = tuple(_info(name, slices[name], config.timestamp) for name in SLICES)
@@ -130,7 +138,7 @@ def split(
                 "a classifier needs at least two"
             )
     learn = _info(WINDOW, slices[WINDOW], config.timestamp)
-    return slices, SplitResult(infos, dropped, str(spec), learn, first)
+    return slices, SplitResult(infos, dropped, str(spec), learn, first, final_window=str(final))
 
 
 def cut(times: np.ndarray, index: int) -> int:

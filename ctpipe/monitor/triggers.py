@@ -121,9 +121,11 @@ def performance(
     margin: float | None,
     interval: Interval | None = None,
 ) -> TriggerResult:
-    """The floor is point-based. The champion-relative rule fires when the point estimate
-    is past `champion_value -/+ margin` AND the interval lies entirely on the worse side
-    of `champion_value` (confidently worse). Without an interval it is point-based."""
+    """The floor is point-based. The champion-relative rule fires when the whole interval
+    lies past `champion_value -/+ margin`: confidently worse by more than the margin, not
+    merely worse. A metric such as ROC AUC moves with the mix of cases even under a fixed
+    labelling rule (seasons), and a window of a few hundred labels is noisy; only a drop
+    beyond both is evidence the champion has aged. Without an interval it is point-based."""
     if value is None or labelled < min_labelled:
         return TriggerResult(
             PERFORMANCE, False, f"{labelled:,} labelled predictions; need {min_labelled:,}"
@@ -149,11 +151,11 @@ def performance(
     if champion_value is not None and margin is not None:
         limit = champion_value - margin if higher_is_better else champion_value + margin
         past = bool(worse(value, limit))
-        # The interval's better end must still be worse than the champion's test value.
+        # The interval's better end must be past the limit too.
         better_end = (
             None if interval is None else (interval.high if higher_is_better else interval.low)
         )
-        confident = past and (better_end is None or bool(worse(better_end, champion_value)))
+        confident = past and (better_end is None or bool(worse(better_end, limit)))
         stats.update(
             {
                 "champion_test_value": champion_value,
@@ -167,12 +169,13 @@ def performance(
         if confident:
             reasons.append(
                 f"{shown} is {off_by:.4f} off the champion's test {champion_value:.4f} (margin {margin})"
-                + ("" if interval is None else ", and the interval excludes it")
+                + ("" if interval is None else f", and the whole interval is past {limit:.4f}")
             )
         elif past:
             notes.append(
                 f"{off_by:.4f} off the champion's test {champion_value:.4f} (past the margin "
-                f"{margin}), but the interval includes it: not confidently worse"
+                f"{margin}), but the interval reaches {better_end:.4f}: not confidently past "
+                f"{limit:.4f}"
             )
     if reasons:
         return TriggerResult(

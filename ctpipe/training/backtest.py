@@ -1,11 +1,16 @@
 """`train.window: auto`: choose how far back a retrain looks by what worked lately.
 
-Rolling origin over the newest labelled rows before the test slice (the gate's rows are
-never looked at): for fold k = 1..train.backtest_folds, the k-th newest block of
-validation-sized rows is predicted by the search's first candidate (the simplest, by
-convention), fitted on each window in `train.auto_windows` ending where that block
-starts. The window with the best mean score wins; a tie goes to the one listed first.
-Bounded: folds x windows fits of one candidate.
+Rolling origin over the newest labelled rows: for fold k = 1..train.backtest_folds, the
+k-th newest block of rows (together the folds span the newest validation_fraction) is
+predicted by the search's first candidate (the simplest, by convention), fitted on each
+window in `train.auto_windows` ending where that block starts. The window with the best
+mean score wins when it beats the one listed first by 1% (RELATIVE_MARGIN); otherwise
+the one listed first stays. Bounded: folds x windows fits of one candidate.
+
+It runs twice. On the rows before the test slice it chooses the window of the challenger
+the gate judges (the gate's rows are never looked at). On every labelled row it chooses
+the window of the final refit, which the gate does not judge: right after a change the
+test slice holds most of the new world, and only this backtest can see it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from ctpipe.errors import DataError
 
 if TYPE_CHECKING:
     from ctpipe.data.schema import Schema
+
+
+# Another window replaces the one listed first only when its mean is better by this share.
+RELATIVE_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,13 @@ class Backtest:
             f"{self.candidate}, {self.seconds:.1f}s){' ' + self.note if self.note else ''}"
         )
 
-    def markdown(self) -> str:
+    def markdown(self, title: str = "Training window", rows: str = "before the test slice") -> str:
         folds = sorted({f.fold for f in self.folds})
         lines = [
-            f"## Training window: {self.chosen}",
+            f"## {title}: {self.chosen}",
             "",
             f"Chosen by a rolling-origin backtest of `{self.candidate}` on the newest labelled "
-            f"rows before the test slice ({self.metric}; fold 1 is the newest block). {self.note}",
+            f"rows {rows} ({self.metric}; fold 1 is the newest block). {self.note}",
             "",
             "| window | " + " | ".join(f"fold {k}" for k in folds) + " | mean |",
             "|---|" + "---|" * (len(folds) + 1),
@@ -105,10 +114,12 @@ def choose(history: pa.Table, schema: Schema, config: Config, threads: int) -> B
     specs = [windows.parse(text) for text in config.train.auto_windows]
     times = times_of(history, config)
     n = len(times)
-    learn_share = config.split.validation_fraction / (1 - config.split.test_fraction)
-    block = max(config.split.min_rows, round(n * learn_share))
+    # The folds together span the newest validation_fraction of the rows: after a change,
+    # the newest blocks are the ones that tell windows apart.
+    folds_wanted = config.train.backtest_folds
+    block = max(config.split.min_rows, round(n * config.split.validation_fraction / folds_wanted))
     folds: list[Fold] = []
-    for k in range(1, config.train.backtest_folds + 1):
+    for k in range(1, folds_wanted + 1):
         origin = cut(times, n - k * block)
         stop = cut(times, n - (k - 1) * block) if k > 1 else n
         if origin < config.split.min_rows or stop - origin < config.split.min_rows:
@@ -138,8 +149,22 @@ def choose(history: pa.Table, schema: Schema, config: Config, threads: int) -> B
             default, metric, candidate.id, tuple(folds), seconds, "no window scored every fold"
         )
     sign = 1.0 if higher else -1.0
-    best = max(scored, key=lambda wm: (sign * wm[1], -result.windows.index(wm[0])))[0]
-    return Backtest(best, metric, candidate.id, tuple(folds), seconds)
+    best, value = max(scored, key=lambda wm: (sign * wm[1], -result.windows.index(wm[0])))
+    baseline = result.mean(default)
+    note = ""
+    # Fewer rows are a risk that the evidence has to pay for: on a stable stream the
+    # windows differ by noise, and the window listed first (the longest, by default) stays.
+    if (
+        best != default
+        and baseline is not None
+        and sign * (value - baseline) < RELATIVE_MARGIN * abs(baseline)
+    ):
+        note = (
+            f"{best} scored {value:.4f} against {default}'s {baseline:.4f}, within "
+            f"{RELATIVE_MARGIN:.0%}: {default} (listed first) stays"
+        )
+        best = default
+    return Backtest(best, metric, candidate.id, tuple(folds), seconds, note)
 
 
 def _fold_score(

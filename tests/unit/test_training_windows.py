@@ -321,3 +321,23 @@ def test_times_stay_in_microseconds() -> None:
 
     config = make_config(Path("/nonexistent"))
     assert list(np.diff(times_of(table, config))) == [3600 * US, 3600 * US]
+
+
+def test_auto_chooses_the_final_refit_window_with_the_test_slice_in_view(tmp_path: Path) -> None:
+    """The labelling rule flips at 82% of the stream: every row before the test slice is
+    from the old world, so the gated challenger's backtest keeps `expanding`; the final
+    refit's backtest, over every labelled row, sees the change and keeps the newest rows."""
+    data = tmp_path / "stream.parquet"
+    synthetic.write(stream(5000, at=0.82, concept=1.0), str(data))
+    _, p = staged(
+        tmp_path,
+        data={"uri": str(data)},
+        train={"window": "auto", "auto_windows": ["expanding", "sliding 25%"]},
+    )
+    report = Path(p["split"]).read_text()
+    assert "## Training window: expanding" in report
+    assert "## Final refit window: sliding 25%" in report
+    window = tables.read(p["window"])
+    assert window.num_rows == pytest.approx(5000 * 0.25, abs=5)
+    assert newest(p["window"]) == newest(p["test"])
+    assert tables.read(p["train"]).num_rows + tables.read(p["validation"]).num_rows == 4000

@@ -41,26 +41,30 @@ def _performance(value: float, interval: Interval | None, **overrides: Any) -> T
 # ------------------------------------------------------------------ performance with a CI
 
 
-def test_a_drop_whose_interval_excludes_the_champion_fires() -> None:
-    result = _performance(0.78, Interval(0.75, 0.81, 0.95, 400))
+def test_a_drop_whose_whole_interval_is_past_the_margin_fires() -> None:
+    # champion test 0.85, margin 0.05: the limit is 0.80, and the interval ends at 0.79
+    result = _performance(0.75, Interval(0.71, 0.79, 0.95, 400))
     assert result.fired
     stats = result.statistics
     assert (stats["value"], stats["low"], stats["high"], stats["confidence"]) == (
-        0.78,
         0.75,
-        0.81,
+        0.71,
+        0.79,
         0.95,
     )
     assert stats["confidently_worse"] and stats["past_margin"]
-    assert "[0.7500, 0.8100]" in result.reason and "95% CI" in result.reason
+    assert "[0.7100, 0.7900]" in result.reason and "95% CI" in result.reason
+    assert "whole interval is past 0.8000" in result.reason
 
 
-def test_a_drop_whose_interval_includes_the_champion_does_not_fire() -> None:
-    # Past the margin (0.78 < 0.80) but the interval reaches 0.86 > 0.85: noise, not a drop.
-    result = _performance(0.78, Interval(0.70, 0.86, 0.95, 400))
+def test_a_drop_whose_interval_reaches_back_over_the_margin_does_not_fire() -> None:
+    # Past the margin (0.78 < 0.80) and below the champion's 0.85 even at the interval's
+    # top (0.81), but not confidently past the margin: a season or noise, not an aged model.
+    result = _performance(0.78, Interval(0.75, 0.81, 0.95, 400))
     assert not result.fired
     assert result.statistics["past_margin"] and not result.statistics["confidently_worse"]
-    assert "not confidently worse" in result.reason
+    assert "not confidently past 0.8000" in result.reason
+    assert not _performance(0.78, Interval(0.70, 0.86, 0.95, 400)).fired
 
 
 def test_an_interval_that_excludes_the_champion_within_the_margin_does_not_fire() -> None:
@@ -83,9 +87,10 @@ def test_the_floor_stays_point_based() -> None:
     assert result.fired and "absolute limit 0.7" in result.reason
 
 
-def test_lower_is_better_metrics_need_the_low_end_above_the_champion() -> None:
+def test_lower_is_better_metrics_need_the_low_end_past_the_limit() -> None:
     common = {"higher_is_better": False, "champion_value": 10.0, "margin": 1.0, "metric": "rmse"}
-    assert _performance(12.0, Interval(10.5, 13.5, 0.95, 400), **common).fired
+    assert _performance(12.0, Interval(11.2, 13.5, 0.95, 400), **common).fired
+    assert not _performance(12.0, Interval(10.5, 13.5, 0.95, 400), **common).fired
     assert not _performance(12.0, Interval(9.8, 14.0, 0.95, 400), **common).fired
     assert not _performance(10.5, Interval(10.2, 10.8, 0.95, 400), **common).fired
 

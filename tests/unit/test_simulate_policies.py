@@ -1,0 +1,39 @@
+"""How `ctpipe simulate` turns a policy into monitor settings, in the data's own time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ctpipe.config import Monitor, parse_duration
+from ctpipe.simulate import AUTO_BACKSTOP_BATCHES, Policy, prepare_config
+from tests.conftest import make_config
+
+SPAN = 86400.0  # one batch: a day of data
+
+
+def settings(tmp_path: Path, policy: str, **overrides: object) -> Monitor:
+    base = make_config(tmp_path / "state", **overrides)
+    return prepare_config(base, tmp_path, Policy.parse(policy), SPAN, 1000, 1).monitor
+
+
+def test_auto_runs_every_trigger_with_the_schedule_as_a_backstop(tmp_path: Path) -> None:
+    monitor = settings(tmp_path, "auto")
+    triggers = monitor.triggers
+    assert triggers.data_drift and triggers.concept_drift
+    assert triggers.performance_margin is not None
+    age = parse_duration(triggers.max_model_age)
+    assert age == (AUTO_BACKSTOP_BATCHES + 1 - 0.5) * SPAN
+    # labels one batch late are in time; two batches late are not
+    assert SPAN <= parse_duration(triggers.label_horizon) < 2 * SPAN
+
+
+def test_only_schedule_and_auto_have_a_schedule(tmp_path: Path) -> None:
+    for policy in ("never", "drift", "performance"):
+        assert settings(tmp_path, policy).triggers.max_model_age is None
+    schedule = settings(tmp_path, "schedule:3").triggers
+    assert parse_duration(schedule.max_model_age) == (3 + 1 - 0.5) * SPAN
+
+
+def test_a_config_without_a_label_horizon_keeps_none(tmp_path: Path) -> None:
+    monitor = settings(tmp_path, "auto", monitor={"triggers": {"label_horizon": None}})
+    assert monitor.triggers.label_horizon is None
