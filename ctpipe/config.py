@@ -326,16 +326,38 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that `from_dict` turns back into an equal Config.
 
-        Unset (None) values are left out: KFP cannot carry null inside a dict parameter,
-        and every optional key defaults to None anyway.
+        KFP cannot carry null inside a dict parameter. A None whose key defaults to None is
+        left out; one whose key has another default (`max_model_age: null`, "never") is
+        written as NULL_PARAM, which `from_dict` reads back as None.
         """
-        raw = dataclasses.asdict(self)
+        raw = _explicit_nulls(self)
         for space in raw["search"]["candidates"]:
             space["params"] = encode_params(space["params"])
         return _plain(raw)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _explicit_nulls(obj: Any) -> Any:
+    """dataclasses.asdict, with NULL_PARAM for a None that differs from its key's default."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            has_default = f.default is not dataclasses.MISSING and f.default is not None
+            out[f.name] = NULL_PARAM if has_default else None
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = _explicit_nulls(value)
+        elif isinstance(value, list | tuple):
+            out[f.name] = [_explicit_nulls(v) for v in value]
+        elif isinstance(value, dict):
+            out[f.name] = {k: _explicit_nulls(v) for k, v in value.items()}
+        else:
+            out[f.name] = value
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -419,7 +441,7 @@ def _build(tp: Any, value: Any, path: str, source: str) -> Any:
         return _build_dataclass(tp, value, path, source)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None or value == NULL_PARAM:  # NULL_PARAM: a null that crossed KFP
             return None
         return _build(args[0], value, path, source)
     if origin is Literal:

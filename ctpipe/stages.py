@@ -457,8 +457,13 @@ def evaluate(
 
     schema = load_schema(schema_path)
     frame, labels = load_frame(test_path, schema, extra=tuple(config.sensitive_columns))
-    challenger = evaluation.model_outputs(joblib.load(model_path), frame, config.task)
     champion_ref = registry.champion(config)
+    notes: tuple[str, ...] = ()
+    if champion_ref is not None:
+        frame, labels, notes = _rows_the_champion_never_saw(
+            config, champion_ref, frame, labels, test_path
+        )
+    challenger = evaluation.model_outputs(joblib.load(model_path), frame, config.task)
     champion_outputs = None
     if champion_ref is not None:
         try:
@@ -479,6 +484,7 @@ def evaluate(
         challenger,
         champion_outputs,
         champion_ref.version if champion_ref else None,
+        notes,
     )
     record = {
         "evaluation": result.to_dict(),
@@ -487,6 +493,45 @@ def evaluate(
     Path(evaluation_out).write_text(json.dumps(record, indent=2))
     _snapshot_champion(config, champion_ref, champion_out)
     return result
+
+
+def _rows_the_champion_never_saw(
+    config: Config, champion: ModelRef, frame: Any, labels: Any, test_path: str
+) -> tuple[Any, Any, tuple[str, ...]]:
+    """The test rows newer than the champion's training data (its `ctpipe.fit` end).
+
+    A champion from a final refit learned rows up to its data's end; when this run's test
+    slice reaches back over them, judging on those rows would compare the challenger with
+    the champion's memory. With at least split.min_rows unseen rows the gate judges on
+    them alone; with fewer it judges on all and says so: the comparison then favours the
+    champion, which can keep a challenger out but never let a worse one in.
+    """
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from ctpipe import registry
+    from ctpipe.data import tables
+
+    end = json.loads(champion.tags.get(registry.TAG_FIT) or "{}").get("end")
+    if not end:
+        return frame, labels, ()
+    newest_seen = datetime.fromisoformat(end).astimezone(UTC).replace(tzinfo=None)
+    times = tables.read(test_path, columns=[config.timestamp]).column(config.timestamp)
+    unseen = np.asarray(times.to_numpy() > np.datetime64(newest_seen, "us"))
+    seen = int(len(unseen) - unseen.sum())
+    if seen == 0:
+        return frame, labels, ()
+    where = f"champion v{champion.version} learned {seen:,} of the {len(unseen):,} test rows (up to {end})"
+    if int(unseen.sum()) >= config.split.min_rows:
+        kept = np.flatnonzero(unseen)
+        note = f"{where}: both are judged on the {len(kept):,} rows it never saw"
+        return frame.iloc[kept].reset_index(drop=True), labels[kept], (note,)
+    note = (
+        f"{where}; fewer than split.min_rows ({config.split.min_rows}) are new to it, so both "
+        "are judged on all of them, which favours the champion"
+    )
+    return frame, labels, (note,)
 
 
 def _snapshot_champion(config: Config, champion: ModelRef | None, out: str) -> None:

@@ -50,7 +50,8 @@ def world(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             local = root / f"part-{i}.csv"
             synthetic.write(part, str(local))
             client.upload_file(str(local), BUCKET, f"events/part-{i}.csv")
-        config = make_config(root / "state")
+        # No final refit: the second run's challenger is then the champion's exact twin.
+        config = make_config(root / "state", train={"final_refit": False})
         config = config.replace(data=dataclasses.replace(config.data, uri=f"s3://{BUCKET}/events/"))
         first = run_local(config, out=io.StringIO())
         yield {"config": config, "first": first, "root": root, "client": client}

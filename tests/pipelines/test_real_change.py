@@ -49,9 +49,15 @@ def _replay(name: str, tmp_path: Path) -> tuple[Path, subprocess.CompletedProces
     data = tmp_path / f"{name}.csv"
     _write_stream(name, data)
     config = replay_config(tmp_path, target, SEARCH)
-    # Data drift acts on its own here (labels never outrank it), so that the retrain
-    # each change used to break happens whether or not the champion's metric dropped.
-    config.write_text(config.read_text() + "monitor:\n  triggers:\n    label_horizon: null\n")
+    # Each stream changes one column of five, and that change must start the retrain it
+    # used to break (these replays test validation and schema evolution, not the
+    # triggers): one drifted column is dataset drift here (share 0.2), thresholds are the
+    # fixed ones (calibrated, a new month is just the season), and data drift acts on its
+    # own (labels never outrank it) whether or not the champion's metric fell.
+    config.write_text(
+        config.read_text() + "monitor:\n  drift:\n    share: 0.2\n    thresholds: fixed\n"
+        "  triggers:\n    label_horizon: null\n"
+    )
     out = tmp_path / "out"
     result = simulate_cli(
         tmp_path,

@@ -577,3 +577,22 @@ def test_null_model_params_survive_kfp() -> None:
     wire = [c.to_dict() for c in candidates]
     assert wire[0]["params"]["max_depth"] == "null"
     assert Candidate.from_dict(wire[0]).params["max_depth"] is None
+
+
+def test_an_explicit_null_survives_the_trip_through_kfp(tmp_path: Path) -> None:
+    """KFP cannot carry null in a dict: a null whose key has another default (never
+    retrain by age, labels never outrank drift) crosses as a marker and comes back null."""
+    import json
+
+    from tests.conftest import make_config
+
+    loaded = make_config(
+        tmp_path,
+        monitor={"triggers": {"max_model_age": None, "label_horizon": None}},
+    )
+    carried = json.loads(json.dumps(loaded.to_dict()))  # what a KFP parameter holds
+    assert None not in carried["monitor"]["triggers"].values()
+    back = config.from_dict(carried)
+    assert back.monitor.triggers.max_model_age is None
+    assert back.monitor.triggers.label_horizon is None
+    assert back == loaded

@@ -341,3 +341,38 @@ def test_auto_chooses_the_final_refit_window_with_the_test_slice_in_view(tmp_pat
     assert window.num_rows == pytest.approx(5000 * 0.25, abs=5)
     assert newest(p["window"]) == newest(p["test"])
     assert tables.read(p["train"]).num_rows + tables.read(p["validation"]).num_rows == 4000
+
+
+def test_the_gate_judges_on_the_test_rows_a_final_refit_champion_never_saw(
+    tmp_path: Path,
+) -> None:
+    from ctpipe import registry
+    from ctpipe.registry import ModelRef
+
+    config, p = staged(tmp_path)
+    test = tables.read(p["test"])
+    frame, labels = stages.load_frame(p["test"], stages.load_schema(p["schema"]))
+    times = test.column("event_time")
+
+    def champion(end: Any) -> ModelRef:
+        fit_tag = json.dumps({"end": end.isoformat()}) if end else "{}"
+        return ModelRef("m", "4", None, "", {registry.TAG_FIT: fit_tag})
+
+    # learned the first 100 test rows: judged on the other 500
+    kept, kept_labels, notes = stages._rows_the_champion_never_saw(
+        config, champion(times[99].as_py()), frame, labels, p["test"]
+    )
+    assert len(kept) == len(kept_labels) == test.num_rows - 100
+    assert kept.equals(frame.iloc[100:].reset_index(drop=True))
+    assert "champion v4 learned 100 of the 600 test rows" in notes[0]
+    assert "never saw" in notes[0]
+    # learned them all: judged on all, and the note says whom that favours
+    kept, _, notes = stages._rows_the_champion_never_saw(
+        config, champion(times[-1].as_py()), frame, labels, p["test"]
+    )
+    assert len(kept) == test.num_rows and "favours the champion" in notes[0]
+    # a champion without the record (registered before it existed): nothing to drop
+    assert (
+        stages._rows_the_champion_never_saw(config, champion(None), frame, labels, p["test"])[2]
+        == ()
+    )
