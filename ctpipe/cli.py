@@ -352,10 +352,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"serving {config.model_name} on http://{args.host}:{args.port} (v1 and v2 REST); Ctrl-C stops it"
     )
-    # kserve.model_server parses the process's own argv when it is imported, and reads
-    # this command's --config as an abbreviation of its --configure_logging: it must see
-    # the server's arguments, not ours.
-    sys.argv = [sys.argv[0], *argv]
     return serving_main(argv)
 
 

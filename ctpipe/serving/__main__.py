@@ -180,6 +180,11 @@ def customize_rest_server(host: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        # kserve.model_server parses the process's own argv when it is imported (a caller
+        # such as `ctpipe serve --config FILE` would have its --config read as kserve's
+        # --configure_logging): it must see the server's arguments.
+        sys.argv = [sys.argv[0], *argv]
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     try:

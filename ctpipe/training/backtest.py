@@ -15,9 +15,8 @@ test slice holds most of the new world, and only this backtest can see it.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -96,9 +95,6 @@ class Backtest:
                 + f" | {'n/a' if mean is None else f'{mean:.4f}'} |"
             )
         return "\n".join(lines)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
 
 def choose(history: pa.Table, schema: Schema, config: Config, threads: int) -> Backtest:

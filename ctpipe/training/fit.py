@@ -50,13 +50,6 @@ class Fitted:
     seconds: float
     weighted: bool
 
-    def metadata(self, prefix: str = "fitted") -> dict[str, Any]:
-        return {
-            f"{prefix}_rows": self.rows,
-            f"{prefix}_start": self.start or "",
-            f"{prefix}_end": self.end or "",
-        }
-
 
 def fit(
     candidate: Candidate, table: pa.Table, schema: Schema, config: Config, threads: int
