@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_torch.py
 	$(BIN)/python bench/containers.py
 	$(BIN)/python bench/ct_policies.py
+	$(BIN)/python bench/monitor_volume.py
 
 # Re-pin every dependency after changing pyproject.toml (needs a working .venv).
 constraints: $(STAMP)

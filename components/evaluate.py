@@ -37,18 +37,21 @@ def evaluate(
 
     with steplog.step("evaluate") as say:
         result = stages.evaluate(
-            from_dict(config), model.path, test.path, schema.path, evaluation.path, champion.path
+            from_dict(config),
+            model.path,
+            dict(model.metadata),
+            test.path,
+            schema.path,
+            evaluation.path,
+            champion.path,
         )
         for name, value in result.metrics.items():
             metrics.log_metric(f"test_{name}", value)
         if result.champion_metrics:
             for name, value in result.champion_metrics.items():
                 metrics.log_metric(f"champion_test_{name}", value)
-        comparison = result.decision.comparison
-        if comparison:
-            metrics.log_metric("gate_improvement", comparison.improvement)
-            metrics.log_metric("gate_ci_low", comparison.low)
-            metrics.log_metric("gate_ci_high", comparison.high)
+        for name, value in result.gate_figures().items():
+            metrics.log_metric(name, value)
         if result.confusion:
             classification.log_confusion_matrix(
                 result.confusion["categories"], result.confusion["matrix"]

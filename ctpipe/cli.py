@@ -167,7 +167,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from ctpipe.monitor.runner import run_monitor
 
     config = _config(args.config)[0]
-    now = parse_timestamp(args.now) if args.now else None
+    try:
+        now = parse_timestamp(args.now) if args.now else None
+    except ValueError as exc:
+        raise ConfigError(
+            f"--now: {args.now!r} is not an ISO 8601 time; give one like 2026-07-21T06:00:00Z "
+            "(a date alone, 2026-07-21, is midnight UTC)"
+        ) from exc
     outcome = run_monitor(
         config,
         _submitter(args),
@@ -184,6 +190,27 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         for reason in outcome.decision.blocked_by:
             print(f"ctpipe: monitor {reason}", file=sys.stderr)
     return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from ctpipe.monitor import compact
+    from ctpipe.monitor.runner import predictions_root
+
+    config = _config(args.config)[0]
+    try:
+        result = compact.compact(
+            predictions_root(config),
+            config.model_name,
+            days=args.days,
+            small_bytes=int(args.small_mb * 2**20),
+        )
+    except CtpipeError as exc:
+        if not args.best_effort:
+            raise
+        print(f"ctpipe: log compact: {exc}", file=sys.stderr)
+        return 0
+    print(result.summary())
+    return 1 if result.errors and not args.best_effort else 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -542,6 +569,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="show the pipeline's log when submitting locally"
     )
     monitor.set_defaults(func=cmd_monitor)
+
+    log = commands.add_parser(
+        "log",
+        help="maintain the prediction log: merge each date's small files into one",
+        description="compact: in every date= folder of the prediction log (monitor.predictions), merge the "
+        "files smaller than --small-mb into one file, then delete them. Readers see the old files or the "
+        "new one, never both or neither, and predictors may keep writing meanwhile. One compaction runs "
+        "at a time per model (a lock next to the log). The monitor's CronJob runs it before each check.",
+    )
+    log.add_argument("action", choices=("compact",))
+    log.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)")
+    log.add_argument(
+        "--days",
+        type=int,
+        help="only the folders of the last N UTC dates, today included (default: all)",
+    )
+    log.add_argument(
+        "--small-mb",
+        type=float,
+        default=64.0,
+        help="files below this size are merged (default: 64)",
+    )
+    log.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="report errors but exit 0 (a CronJob whose check must run anyway)",
+    )
+    log.set_defaults(func=cmd_log)
 
     sim = commands.add_parser(
         "simulate",

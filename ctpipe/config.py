@@ -198,6 +198,9 @@ class Gate:
     confidence: float = 0.95
     bootstrap_samples: int = 1000
     seed: int = 0
+    # A champion that cannot score the test slice (tampered, unreachable, missing a column)
+    # fails the run; "thresholds" blesses on the thresholds alone and says so in every report.
+    on_champion_error: Literal["fail", "thresholds"] = "fail"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_U
 DOWNLOADABLE = ("s3://", "gs://", "https://", "pvc://", "hdfs://", "webhdfs://")
 ENV_CONFIG_MAP = "ctpipe-env"
 S3_SECRET = "ctpipe-s3"
+MLFLOW_AUTH_SECRET = "ctpipe-mlflow-auth"  # MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+BLESSING_SECRET = "ctpipe-blessing"  # CTPIPE_BLESSING_KEY (see ctpipe.blessing)
+# Only pods with this label reach MLflow (manifests/base/networkpolicy.yaml).
+MLFLOW_CLIENT_LABEL = ("ctpipe.io/mlflow-client", "true")
+SECRETS = (S3_SECRET, MLFLOW_AUTH_SECRET, BLESSING_SECRET)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -56,7 +61,7 @@ def locate(config: Config, ref: registry.ModelRef, mlflow_client: Any = None) ->
     mlflow_client = mlflow_client or registry.client(config)
     uri = str(mlflow_client.get_model_version_download_uri(ref.name, ref.version))
     return ModelLocation(
-        ref.version, registry.expected_sha256(ref), uri if uri.startswith(DOWNLOADABLE) else None
+        ref.version, registry.blessed_sha256(ref), uri if uri.startswith(DOWNLOADABLE) else None
     )
 
 
@@ -92,10 +97,10 @@ def render(config: Config, model: ModelLocation, traffic_percent: int) -> dict[s
         "image": deploy.image or f"ctpipe/serving:{__version__}",
         "args": args,
         "env": env,
-        # The same endpoints and S3 credentials every pipeline step gets (manifests/base).
+        # The same endpoints and credentials every pipeline step gets (manifests/base).
         "envFrom": [
             {"configMapRef": {"name": ENV_CONFIG_MAP, "optional": True}},
-            {"secretRef": {"name": S3_SECRET, "optional": True}},
+            *({"secretRef": {"name": name, "optional": True}} for name in SECRETS),
         ],
         "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
         "resources": {
@@ -115,6 +120,7 @@ def render(config: Config, model: ModelLocation, traffic_percent: int) -> dict[s
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     predictor: dict[str, Any] = {
+        "labels": dict([MLFLOW_CLIENT_LABEL]),
         "serviceAccountName": deploy.service_account,
         "minReplicas": deploy.min_replicas,
         "maxReplicas": deploy.max_replicas,
@@ -161,7 +167,13 @@ def apply(manifest: dict[str, Any], api_client: Any = None) -> dict[str, Any]:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            try:
+                config.load_kube_config()
+            except Exception as exc:  # no kubeconfig: deploy.apply is "always" off-cluster
+                raise DeployError(
+                    f"deploy.apply is {'always'!r} but no cluster is reachable: neither in-cluster "
+                    f"credentials nor a kubeconfig ({exc})"
+                ) from exc
         api_client = client.ApiClient()
     meta = manifest["metadata"]
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}"

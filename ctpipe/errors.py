@@ -25,3 +25,7 @@ class RegistryError(CtpipeError):
 
 class GateError(CtpipeError):
     """The gate could not compare the challenger with the champion: the run refuses."""
+
+
+class IntegrityError(CtpipeError):
+    """An artifact is not the one that was recorded (checksum or signature): never loaded."""

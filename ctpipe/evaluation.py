@@ -8,6 +8,7 @@ which is what makes the comparison paired.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -327,6 +328,8 @@ class Evaluation:
     confusion: dict[str, Any] | None = None  # {"categories": [...], "matrix": [[...]]}
     roc: dict[str, list[float]] | None = None  # {"fpr", "tpr", "thresholds"}
     notes: tuple[str, ...] = field(default=())
+    # Why the champion could not be scored, when gate.on_champion_error let the run go on.
+    champion_error: str | None = None
 
     @property
     def blessed(self) -> bool:
@@ -357,18 +360,44 @@ class Evaluation:
         verdict = "BLESSED" if self.blessed else "REFUSED"
         comparison = self.decision.comparison
         versus = f"; {comparison.describe()}" if comparison else "; no champion to compare with"
+        if self.champion_error:
+            versus = f"; NOT COMPARED WITH THE CHAMPION: {self.champion_error}"
         return f"gate {verdict}: {self.metric} {self.metrics[self.metric]:.4f} on {self.rows:,} newest rows{versus}"
+
+    def gate_figures(self) -> dict[str, float]:
+        """The paired comparison as metrics (none without a champion)."""
+        c = self.decision.comparison
+        if c is None:
+            return {}
+        return {"gate_improvement": c.improvement, "gate_ci_low": c.low, "gate_ci_high": c.high}
+
+    def evidence(self) -> dict[str, Any]:
+        """The gate's figures, flat: what the blessing signs and the run logs."""
+        comparison = self.decision.comparison
+        return {
+            "blessed": self.blessed,
+            "summary": self.summary(),
+            "metric": self.metric,
+            "value": round(self.metrics[self.metric], 6),
+            "rows": self.rows,
+            "champion_version": comparison.champion_version if comparison else None,
+            "improvement": round(comparison.improvement, 6) if comparison else None,
+            "ci_low": round(comparison.low, 6) if comparison else None,
+            "ci_high": round(comparison.high, 6) if comparison else None,
+            "champion_error": self.champion_error,
+        }
 
     def markdown(self) -> str:
         verdict = "blessed" if self.blessed else "refused"
-        lines = [
-            f"## Gate: challenger {verdict}",
-            "",
-            self.summary(),
-            "",
-            "### Metrics on the test slice",
-            "",
-        ]
+        lines = [f"## Gate: challenger {verdict}", ""]
+        if self.champion_error:
+            lines += [
+                '<p style="color:#c00;font-weight:bold">NOT COMPARED WITH THE CHAMPION: '
+                f"{html.escape(self.champion_error)}. Blessed on the thresholds alone "
+                "(gate.on_champion_error: thresholds).</p>",
+                "",
+            ]
+        lines += [self.summary(), "", "### Metrics on the test slice", ""]
         if self.champion_metrics is not None:
             lines += ["| metric | challenger | champion |", "|---|---|---|"]
             lines += [
@@ -417,8 +446,12 @@ def evaluate(
     champion: Outputs | None,
     champion_version: str | None,
     notes: tuple[str, ...] = (),
+    champion_error: str | None = None,
 ) -> Evaluation:
-    """Score the challenger (and champion) on the same test rows and apply the gate."""
+    """Score the challenger (and champion) on the same test rows and apply the gate.
+
+    `champion_error`: why a champion exists but could not be scored, when the config lets
+    the gate judge on thresholds anyway (gate.on_champion_error: thresholds)."""
     task = config.task
     classes = challenger.classes or ()
     if task == "classification" and champion is not None and champion.classes:
@@ -445,9 +478,13 @@ def evaluate(
             seed=config.gate.seed,
             champion_version=champion_version,
         )
-    decision = decide(
-        config.gate, task, metrics, comparison, note=notes[0] if notes and champion is None else ""
-    )
+    note = notes[0] if notes and champion is None else ""
+    if champion_error:
+        note = (
+            f"NOT COMPARED WITH THE CHAMPION ({champion_error}): judged on the thresholds alone, "
+            "as gate.on_champion_error: thresholds asks"
+        )
+    decision = decide(config.gate, task, metrics, comparison, note=note)
     return Evaluation(
         task=task,
         rows=len(target.values),
@@ -461,6 +498,7 @@ def evaluate(
         if task == "classification" and len(classes) == 2
         else None,
         notes=notes,
+        champion_error=champion_error,
     )
 
 

@@ -185,7 +185,7 @@ def fetch_champion(config: Config) -> Champion | None:
     if ref is None:
         return None
     try:
-        sha256 = registry.expected_sha256(ref)
+        sha256 = registry.blessed_sha256(ref)
         path = registry.download_model(ref)
         columns = tuple(Signature.of(path).names)
     except Exception as exc:  # fail closed, whatever the download raised

@@ -192,19 +192,19 @@ def champion(config: Config, mlflow_client: Any = None) -> ModelRef | None:
 
 
 def load_model(ref: ModelRef) -> Any:
-    """Download a model version, verify its checksum, and load it."""
-    expected = expected_sha256(ref)  # before any download: no checksum, no load
+    """Download a model version, verify its blessing and checksum, and load it."""
+    expected = blessed_sha256(ref)  # before any download: no blessing, no load
     return load_model_dir(download_model(ref), expected, f"{ref.name} v{ref.version}")
 
 
-def expected_sha256(ref: ModelRef) -> str:
-    expected = ref.tags.get(TAG_MODEL_SHA256)
-    if not expected:
-        raise RegistryError(
-            f"{ref.name} v{ref.version} has no {TAG_MODEL_SHA256} tag, so its integrity cannot be checked; "
-            "refusing to load it (register models through ctpipe)"
-        )
-    return expected
+def blessed_sha256(ref: ModelRef) -> str:
+    """The pickle's SHA-256 as the version's signed blessing states it.
+
+    The plain TAG_MODEL_SHA256 tag is not trusted for this: whoever can write a tag can
+    write both. Raises UnblessedModel when the blessing is missing, forged or copied."""
+    from ctpipe import blessing
+
+    return blessing.verify(ref.tags, ref.name, ref.version).sha256
 
 
 def download_model(ref: ModelRef) -> Path:
@@ -412,15 +412,21 @@ def log_and_register(
     tags: dict[str, str],
     texts: dict[str, str],
     files: dict[str, str] | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """Log a run with the saved model directory and register a new version.
-    Returns (run_id, version).
+    """Log a run with the saved model directory and register a new version, signing its
+    blessing (see ctpipe.blessing) with `evidence`, the gate's figures. Returns
+    (run_id, version).
 
     No alias moves here: a registered version is inert until `promote`.
     """
     import mlflow
     import mlflow.artifacts
     from mlflow.models import Model
+
+    from ctpipe import blessing
+
+    blessing.key()  # no key, no version: an unsigned version could never be served
 
     mlflow_client = client(config)
     experiment = experiment_id(mlflow_client, config)
@@ -462,7 +468,8 @@ def log_and_register(
             )
         mlflow.set_tag(TAG_MODEL_SHA256, checksum)
     version_tags = {k: v for k, v in tags.items() if k in _VERSION_TAGS}
-    for key, value in {**version_tags, TAG_MODEL_SHA256: checksum}.items():
+    signed = blessing.sign(config.model_name, version, checksum, evidence or {})
+    for key, value in {**version_tags, TAG_MODEL_SHA256: checksum, **signed}.items():
         mlflow_client.set_model_version_tag(config.model_name, version, key, value)
     return run.info.run_id, version
 
@@ -476,6 +483,7 @@ def promote(
     promoted something since, nothing moves: that comparison no longer holds.
     """
     mlflow_client = mlflow_client or client(config)
+    blessed_sha256(version_ref(mlflow_client, config.model_name, version))
     current = champion(config, mlflow_client)
     current_version = current.version if current else None
     if current_version != expected_champion:
@@ -490,6 +498,25 @@ def promote(
     return current_version
 
 
+def undo_promotion(config: Config, version: str, mlflow_client: Any = None) -> str | None:
+    """Take `champion` back from `version` after its rollout failed: to the `previous`
+    version (the champion it replaced), or unset when it was the first. Returns the
+    champion now. Nothing moves when the champion is no longer `version` (another run
+    promoted since)."""
+    mlflow_client = mlflow_client or client(config)
+    current = champion(config, mlflow_client)
+    if current is None or current.version != version:
+        return current.version if current else None
+    before = get_alias(config, PREVIOUS, mlflow_client)
+    if before is None or before.version == version:
+        mlflow_client.delete_registered_model_alias(config.model_name, CHAMPION)
+        return None
+    mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, before.version)
+    # `previous` named the champion that is back; what it named before is not recorded.
+    mlflow_client.delete_registered_model_alias(config.model_name, PREVIOUS)
+    return before.version
+
+
 def rollback(config: Config, mlflow_client: Any = None) -> tuple[str, str]:
     """Make `previous` the champion again (and the demoted champion `previous`, so a second
     rollback undoes the first). Returns (new champion, demoted version)."""
@@ -498,6 +525,7 @@ def rollback(config: Config, mlflow_client: Any = None) -> tuple[str, str]:
     before = get_alias(config, PREVIOUS, mlflow_client)
     if current is None or before is None:
         raise RegistryError(f"{config.model_name!r} has no {PREVIOUS!r} version to roll back to")
+    blessed_sha256(before)
     mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, before.version)
     mlflow_client.set_registered_model_alias(config.model_name, PREVIOUS, current.version)
     return before.version, current.version

@@ -63,7 +63,8 @@ def validate(
                 f"the config's columns or feature overrides changed since schema v{schema.version}"
             )
         inferred = schema_module.infer(table, config, source_hash=content_hash(table))
-        schema = store.save_next(inferred)
+        versions = store.versions()
+        schema = dataclasses.replace(inferred, version=(versions[-1] if versions else 0) + 1)
         created = True
     result = validation.check(
         table,
@@ -72,6 +73,10 @@ def validate(
         constraints=config.features.constraints,
         schema_created=created,
     )
+    if created and result.passed:
+        # Stored only once the data passed: a first run on broken data (inf, 1e308) must not
+        # leave a schema whose ranges were inferred from it.
+        schema = store.save_next(schema)
     used = schema
     proposed = schema_module.evolve(schema, table) if result.passed and not created else None
     if proposed is not None:
@@ -212,6 +217,48 @@ def plan(config: Config) -> list[dict[str, Any]]:
     return [c.to_dict() for c in expand(config)]
 
 
+MODEL_SHA256 = "model_sha256"  # metadata key: the SHA-256 of a step's model file
+
+
+def dump_step_model(model: Any, path: str) -> str:
+    """Write a step's model for the next step; returns the SHA-256 that goes in the output's
+    metadata (as MODEL_SHA256), which `load_step_model` checks."""
+    import joblib
+
+    from ctpipe.registry import file_sha256
+
+    joblib.dump(model, path)
+    return file_sha256(path)
+
+
+def verify_step_model(path: str, metadata: dict[str, Any]) -> None:
+    """Raise IntegrityError unless the file is the one its step recorded: an artifact store
+    that anyone in the namespace can write must not hand a step a pickle to run."""
+    from ctpipe.errors import IntegrityError
+    from ctpipe.registry import file_sha256
+
+    expected = str(metadata.get(MODEL_SHA256) or "")
+    if not expected:
+        raise IntegrityError(
+            f"{path}: the step that wrote this model recorded no {MODEL_SHA256} in its metadata; "
+            "refusing to load an unchecked pickle"
+        )
+    actual = file_sha256(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path}: SHA-256 {actual[:16]}…, but the step that wrote it recorded {expected[:16]}…; "
+            "the model was changed between steps. Refusing to load it."
+        )
+
+
+def load_step_model(path: str, metadata: dict[str, Any]) -> Any:
+    """A model another step wrote, once its SHA-256 matches that step's record."""
+    import joblib
+
+    verify_step_model(path, metadata)
+    return joblib.load(path)
+
+
 def load_schema(path: str) -> Schema:
     from ctpipe.data.schema import Schema
 
@@ -238,7 +285,6 @@ def train(
 ) -> TrainResult:
     """Fit one candidate on the train slice and score it on validation (selection only:
     the chosen one is fitted again on both, see `refit`)."""
-    import joblib
 
     from ctpipe.data import tables
     from ctpipe.training import fit
@@ -250,9 +296,14 @@ def train(
     validation = tables.read(validation_path)
     fitted = fit.fit(spec, tables.read(train_path), schema, config, training_threads())
     score = fit.score(fitted.model, validation, schema, config, config.search_metric)
-    joblib.dump(fitted.model, model_out)
     return TrainResult(
-        spec, config.search_metric, score, fitted.rows, validation.num_rows, fitted.seconds
+        spec,
+        config.search_metric,
+        score,
+        fitted.rows,
+        validation.num_rows,
+        fitted.seconds,
+        dump_step_model(fitted.model, model_out),
     )
 
 
@@ -266,11 +317,13 @@ class Refit:
     end: str | None
     slices: str  # which slices it learned from, e.g. "train+validation"
     seconds: float
+    sha256: str  # of the model file this step wrote
     final: dict[str, Any] | None = None  # the final refit's record (see final_refit)
 
     def metadata(self) -> dict[str, Any]:
         meta = {
             **self.trained.metadata(),
+            "model_sha256": self.sha256,
             "fitted_rows": self.rows,
             "fitted_start": self.start or "",
             "fitted_end": self.end or "",
@@ -301,7 +354,6 @@ def refit(
     """Fit the chosen candidate again on train + validation: the newest rows before the
     test slice are the ones that describe the world as it is now, and selection is done.
     The gate then judges this model on the test slice, which neither fit has seen."""
-    import joblib
     import pyarrow as pa
 
     from ctpipe.data import tables
@@ -314,8 +366,10 @@ def refit(
         [tables.read(train_path), tables.read(validation_path)], promote_options="permissive"
     )
     fitted = fit.fit(trained.candidate, rows, load_schema(schema_path), config, training_threads())
-    joblib.dump(fitted.model, model_out)
-    return Refit(trained, fitted.rows, fitted.start, fitted.end, "train+validation", fitted.seconds)
+    sha256 = dump_step_model(fitted.model, model_out)
+    return Refit(
+        trained, fitted.rows, fitted.start, fitted.end, "train+validation", fitted.seconds, sha256
+    )
 
 
 def final_refit(
@@ -340,7 +394,6 @@ def final_refit(
     """
     import shutil
 
-    import joblib
     import numpy as np
 
     from ctpipe import evaluation
@@ -349,6 +402,7 @@ def final_refit(
     from ctpipe.training.families import training_threads
     from ctpipe.training.search import TrainResult
 
+    blessed_model = load_step_model(blessed_path, blessed_metadata)  # handed on or used: checked
     trained = TrainResult.from_metadata(blessed_metadata)
     blessed = Refit(
         trained,
@@ -357,6 +411,7 @@ def final_refit(
         blessed_metadata.get("fitted_end") or None,
         str(blessed_metadata.get("fitted_slices") or "train"),
         0.0,
+        str(blessed_metadata.get("model_sha256") or ""),
     )
     tolerance = config.train.final_refit_tolerance
     if not config.train.final_refit:
@@ -368,7 +423,7 @@ def final_refit(
     test = tables.read(test_path)
     fitted = fit.fit(trained.candidate, window, schema, config, training_threads())
     frame, labels = fit.features_and_labels(test, schema)
-    before = evaluation.model_outputs(joblib.load(blessed_path), frame, config.task)
+    before = evaluation.model_outputs(blessed_model, frame, config.task)
     after = evaluation.model_outputs(fitted.model, frame, config.task)
     if config.task == "classification":
         measure = "changed_label_share"
@@ -396,7 +451,6 @@ def final_refit(
     if not agrees:
         shutil.copyfile(blessed_path, model_out)
         return dataclasses.replace(blessed, final=record)
-    joblib.dump(fitted.model, model_out)
     return Refit(
         trained,
         fitted.rows,
@@ -404,6 +458,7 @@ def final_refit(
         fitted.end,
         "window (train+validation+test)",
         fitted.seconds,
+        dump_step_model(fitted.model, model_out),
         record,
     )
 
@@ -432,6 +487,7 @@ def select(
     results = [TrainResult.from_metadata(meta) for _, meta in candidates]
     higher = config.higher_is_better(config.search_metric)
     index = best(results, higher)
+    verify_step_model(*candidates[index])
     shutil.copyfile(candidates[index][0], best_out)
     return Selection(results[index], tuple(results), leaderboard(results, index, higher))
 
@@ -439,6 +495,7 @@ def select(
 def evaluate(
     config: Config,
     model_path: str,
+    model_metadata: dict[str, Any],
     test_path: str,
     schema_path: str,
     evaluation_out: str,
@@ -450,7 +507,6 @@ def evaluate(
     which `register` checks before it moves any alias. `champion_out` receives a snapshot
     of that champion (version and training sample) for the drift report.
     """
-    import joblib
 
     from ctpipe import evaluation, registry
     from ctpipe.errors import GateError
@@ -463,28 +519,36 @@ def evaluate(
         frame, labels, notes = _rows_the_champion_never_saw(
             config, champion_ref, frame, labels, test_path
         )
-    challenger = evaluation.model_outputs(joblib.load(model_path), frame, config.task)
-    champion_outputs = None
+    challenger = evaluation.model_outputs(
+        load_step_model(model_path, model_metadata), frame, config.task
+    )
+    champion_outputs, champion_error = None, None
     if champion_ref is not None:
         try:
             champion_outputs = evaluation.model_outputs(
                 registry.load_model(champion_ref), frame, config.task
             )
         except Exception as exc:
+            champion_error = (
+                f"champion v{champion_ref.version} could not score the test slice ({exc})"
+            )
             # Fail closed: judging on thresholds alone would let any challenger replace a
             # champion that merely could not be loaded or could not read the new columns.
-            raise GateError(
-                f"champion v{champion_ref.version} could not score the test slice ({exc}); "
-                "the challenger is not judged without it and nothing is promoted"
-            ) from exc
+            if config.gate.on_champion_error != "thresholds":
+                raise GateError(
+                    f"{champion_error}; the challenger is not judged without it and nothing is "
+                    "promoted (gate.on_champion_error: thresholds would judge on thresholds alone)"
+                ) from exc
+            print(f"\033[31mWARNING: {champion_error}; judging on thresholds alone\033[0m")
     result = evaluation.evaluate(
         config,
         frame,
         labels,
         challenger,
         champion_outputs,
-        champion_ref.version if champion_ref else None,
+        champion_ref.version if champion_ref and champion_outputs is not None else None,
         notes,
+        champion_error,
     )
     record = {
         "evaluation": result.to_dict(),
@@ -612,11 +676,7 @@ def register(
     }
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     metrics[f"validation_{trained.metric}"] = trained.score
-    if result.decision.comparison:
-        c = result.decision.comparison
-        metrics.update(
-            {"gate_improvement": c.improvement, "gate_ci_low": c.low, "gate_ci_high": c.high}
-        )
+    metrics.update(result.gate_figures())
     params = {"family": trained.candidate.family, **trained.candidate.params}
     if saved.train_device is not None:  # the device it trained on, not the "auto" asked for
         params["device"] = saved.train_device
@@ -632,6 +692,7 @@ def register(
             f"{reference.ARTIFACT_DIR}/{reference.PROFILE_FILE}": profile_path,
             f"{reference.ARTIFACT_DIR}/{reference.SAMPLE_FILE}": sample_path,
         },
+        evidence={**result.evidence(), "kfp_run_id": kfp_run_id, "reason": reason},
     )
     mlflow_client = registry.client(config)
     previous = registry.promote(config, version, expected_champion, mlflow_client)
@@ -693,11 +754,9 @@ def save_challenger(
     """The challenger, its test features, and the metadata of the challenger saved in the
     registry's format to `served_out` (the first test rows as its input example): its
     training record (`model_metadata`) and the saved directory's, all `register` reads."""
-    import joblib
-
     from ctpipe import registry
 
-    model = joblib.load(model_path)
+    model = load_step_model(model_path, model_metadata)
     frame, _ = load_frame(test_path, load_schema(schema_path))
     saved = registry.save_model_dir(model, frame.head(5), served_out)
     return model, frame, {**model_metadata, **saved.metadata()}
@@ -743,10 +802,32 @@ def deploy(
     Path(manifest_out).write_text(deploy_module.to_yaml(manifest))
     applied = deploy_module.should_apply(config)
     if applied:
-        deploy_module.apply(manifest)
+        try:
+            deploy_module.apply(manifest)
+        except deploy_module.DeployError as exc:
+            raise deploy_module.DeployError(
+                f"{exc}; {_take_back(config, location.version)}"
+            ) from exc
     return DeployResult(
         manifest["metadata"]["name"], config.deploy.namespace, location.version, traffic, applied
     )
+
+
+def _take_back(config: Config, version: str) -> str:
+    """Move `champion` back after a failed rollout of `version`; says what happened."""
+    from ctpipe import registry
+
+    try:
+        now = registry.undo_promotion(config, version)
+    except Exception as exc:
+        return (
+            f"moving the champion alias back from v{version} failed too ({exc}): run "
+            "`ctpipe deploy rollback`"
+        )
+    if now == version:
+        return f"v{version} stays the champion (moved there since by another run)"
+    where = f"back to v{now}" if now else "unset (there was no champion before)"
+    return f"the champion alias is {where}; v{version} stays registered, not promoted"
 
 
 def _locate(config: Config, version: str | None) -> ModelLocation:
@@ -857,6 +938,7 @@ def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> I
         evaluate,
         config,
         p["challenger"],
+        challenger.metadata(),
         p["test"],
         p["schema"],
         p["evaluation"],

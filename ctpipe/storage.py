@@ -136,8 +136,8 @@ def write_bytes(uri: str, data: bytes, *, exclusive: bool = False) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write aside, then move into place: a reader never sees a half-written file.
     staged = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    staged.write_bytes(data)
     try:
+        staged.write_bytes(data)  # inside the try: a full disk must not leave the stub behind
         if not exclusive:
             os.replace(staged, path)
             return True

@@ -36,7 +36,13 @@ from ctpipe.components.select import select
 from ctpipe.components.split import split
 from ctpipe.components.train import train
 from ctpipe.components.validate import validate
-from ctpipe.deploy import ENV_CONFIG_MAP, S3_SECRET
+from ctpipe.deploy import (
+    BLESSING_SECRET,
+    ENV_CONFIG_MAP,
+    MLFLOW_AUTH_SECRET,
+    MLFLOW_CLIENT_LABEL,
+    S3_SECRET,
+)
 
 PIPELINE_NAME = "continuous-training"
 
@@ -49,6 +55,10 @@ PROFILES = (CPU, GPU)
 # MLFLOW_TRACKING_URI with an s3:// state_dir is a clear error in the step itself.
 ENV_FROM_CONFIG_MAP = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
 ENV_FROM_SECRET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# MLflow's basic-auth credentials, and the key that signs (and checks) blessings. Optional in
+# the pod spec too: a step that needs one and lacks it fails with a message naming the Secret.
+ENV_FROM_MLFLOW_AUTH = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+ENV_FROM_BLESSING = ("CTPIPE_BLESSING_KEY",)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPUS_PER_TRAIN_STEP = 1
@@ -96,9 +106,13 @@ def _cluster_environment(task: dsl.PipelineTask) -> None:
     kubernetes.use_config_map_as_env(
         task, ENV_CONFIG_MAP, {name: name for name in ENV_FROM_CONFIG_MAP}, optional=True
     )
-    kubernetes.use_secret_as_env(
-        task, S3_SECRET, {name: name for name in ENV_FROM_SECRET}, optional=True
-    )
+    for secret, names in (
+        (S3_SECRET, ENV_FROM_SECRET),
+        (MLFLOW_AUTH_SECRET, ENV_FROM_MLFLOW_AUTH),
+        (BLESSING_SECRET, ENV_FROM_BLESSING),
+    ):
+        kubernetes.use_secret_as_env(task, secret, {name: name for name in names}, optional=True)
+    kubernetes.add_pod_label(task, *MLFLOW_CLIENT_LABEL)  # MLflow admits labelled pods only
 
 
 def _on_gpu(task: dsl.PipelineTask) -> None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ctpipe import steplog, storage
+from ctpipe import registry, steplog, storage
 from ctpipe.config import Config
 from ctpipe.errors import ConfigError
 from ctpipe.registry import TRACKING_ENV
@@ -170,18 +170,26 @@ class Containers:
 def container_environment() -> dict[str, str]:
     """What a step needs from this environment: the variables the cluster's ConfigMap and
     Secret give every pod, plus their local variants."""
-    from ctpipe.pipelines.continuous_training import ENV_FROM_CONFIG_MAP, ENV_FROM_SECRET
+    from ctpipe import blessing
+    from ctpipe.pipelines.continuous_training import (
+        ENV_FROM_CONFIG_MAP,
+        ENV_FROM_MLFLOW_AUTH,
+        ENV_FROM_SECRET,
+    )
 
     names = (
         *ENV_FROM_CONFIG_MAP,
         *ENV_FROM_SECRET,
+        *ENV_FROM_MLFLOW_AUTH,
         *storage.ENDPOINT_ENV,
         "AWS_SESSION_TOKEN",
         "AWS_REGION",
         "MLFLOW_S3_ENDPOINT_URL",
         THREADS_ENV,
     )
-    return {name: os.environ[name] for name in dict.fromkeys(names) if os.environ.get(name)}
+    found = {name: os.environ[name] for name in dict.fromkeys(names) if os.environ.get(name)}
+    # A step in a container cannot read this machine's key file: it gets the key itself.
+    return {**found, **blessing.environment()}
 
 
 def check_reachable_from_containers(config: Config) -> None:
@@ -266,9 +274,14 @@ def run_local(
     out: TextIO | None = None,
     containers: Containers | None = None,
 ) -> LocalRun:
-    """Run the pipeline with kfp.local; never raises for a failed step (see LocalRun.ok)."""
+    """Run the pipeline with kfp.local; never raises for a failed step (see LocalRun.ok).
+
+    Raises PreflightError before any step starts when S3 or the MLflow server does not
+    answer: in seconds, instead of failing in evaluate after minutes of training.
+    """
     from kfp import local
 
+    from ctpipe import preflight
     from ctpipe.pipelines.continuous_training import build, continuous_training
 
     out = out or sys.stdout
@@ -278,6 +291,7 @@ def run_local(
     if containers is not None:
         check_reachable_from_containers(config)
         pipeline = build(registry=containers.registry, tag=containers.tag)
+    preflight.check(config)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     root = (runs_root(config) / stamp).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -365,6 +379,21 @@ def read_run(run_dir: Path, seconds: float, ok: bool) -> LocalRun:
     return run
 
 
+def _champion_after_failure(run: LocalRun, config: Config) -> str:
+    """What a failed run left as the champion: asked of the registry when the run got as
+    far as registering (a failed deploy moves the alias back; say so only if it did)."""
+    if not run.registered_version:
+        return "nothing was promoted"
+    try:
+        current = registry.champion(config)
+    except Exception as exc:
+        return f"v{run.registered_version} was registered; the champion is unknown ({exc})"
+    now = f"v{current.version}" if current else "none"
+    if current is not None and current.version == run.registered_version:
+        return f"v{run.registered_version} was registered and IS the champion"
+    return f"v{run.registered_version} was registered but not promoted; the champion is {now}"
+
+
 def summary(run: LocalRun, config: Config) -> str:
     """The closing report of `ctpipe run`."""
     lines = [""]
@@ -381,7 +410,7 @@ def summary(run: LocalRun, config: Config) -> str:
             lines.append(f"The gate refused the challenger; the champion stays ({kept}).")
     else:
         step = f" in step {run.failed_step!r}" if run.failed_step else ""
-        lines.append(f"The run FAILED{step}; nothing was promoted.")
+        lines.append(f"The run FAILED{step}; {_champion_after_failure(run, config)}.")
         lines += [f"  {e}" for e in run.errors]
     lines.append("")
     if run.data:

@@ -4,7 +4,8 @@
 #   1. a kind cluster (kind, docker);
 #   2. Kubeflow Pipelines standalone, from the pinned platform-agnostic manifests;
 #   3. KServe (Standard mode, with cert-manager), unless KSERVE=0;
-#   4. the object-store credentials as the Secret ctpipe-s3, and the buckets;
+#   4. the object-store credentials as the Secret ctpipe-s3, and the buckets; MLflow's
+#      credentials (ctpipe-mlflow-auth) and the blessing key (ctpipe-blessing), made once;
 #   5. `skaffold run -p kind`: images built and loaded, manifests applied (MLflow, the
 #      drift-monitor CronJob, the InferenceService, ...);
 #   6. the pipeline uploaded, the recurring run created, and a first run submitted.
@@ -80,6 +81,25 @@ for ns in ctpipe kubeflow; do  # kubeflow: where standalone KFP runs the pipelin
 done
 unset access secret
 "$PYTHON" scripts/kfp_bootstrap.py --context "$CONTEXT" buckets
+
+say "MLflow credentials (Secret ctpipe-mlflow-auth) and the blessing key (Secret ctpipe-blessing)"
+token() { "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))'; }
+# Made once, then kept: MLflow keeps its first admin password, and a new blessing key would
+# unbless every registered version. The steps of standalone KFP (kubeflow) get copies.
+ensure_secret() {  # NAME KEY=VALUE...
+  local name="$1"; shift
+  if ! k -n ctpipe get secret "$name" >/dev/null 2>&1; then
+    k -n ctpipe create secret generic "$name" --from-env-file=<(printf '%s\n' "$@")
+  fi
+  k -n ctpipe get secret "$name" -o json | "$PYTHON" -c '
+import json, sys
+secret = json.load(sys.stdin)
+secret["metadata"] = {"name": secret["metadata"]["name"], "namespace": "kubeflow"}
+print(json.dumps(secret))' | k apply -f -
+}
+ensure_secret ctpipe-mlflow-auth MLFLOW_TRACKING_USERNAME=ctpipe \
+  "MLFLOW_TRACKING_PASSWORD=$(token)" "MLFLOW_FLASK_SERVER_SECRET_KEY=$(token)"
+ensure_secret ctpipe-blessing "CTPIPE_BLESSING_KEY=$(token)"
 
 say "skaffold run -p kind (images ${TAG}, manifests/overlays/kind)"
 # The fixed tag is the one the checked-in compiled pipeline names (ctpipe/base:${TAG}).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -15,9 +16,14 @@ from typing import Any
 
 import pytest
 
+from ctpipe import blessing
 from ctpipe import config as config_module
 from ctpipe.config import Config
 from ctpipe.data import synthetic
+
+# One blessing key for the whole session, in the environment so that every process a test
+# starts (steps, servers, containers) signs and checks with it; never the developer's own.
+os.environ.setdefault(blessing.KEY_ENV, secrets.token_hex(32))
 
 # Fast enough for tests, still one candidate per family.
 SMALL_SEARCH: list[dict[str, Any]] = [

@@ -69,7 +69,11 @@ def ingest(config: Config, out_path: str) -> IngestResult:
     """Read the configured data, apply the time window, write Parquet to `out_path`."""
     table, files, source = read_source(config)
     table = normalise_timestamp(table, config.timestamp)
-    table, outside = apply_window(table, config)
+    windowed, outside = apply_window(table, config)
+    if windowed.num_rows == 0 and table.num_rows > 0:
+        # Validation would only say "the data has no rows"; the window is what emptied it.
+        raise DataError(_empty_window(table, config, source))
+    table = windowed
     tables.write(table, out_path)
     times = table.column(config.timestamp)
     low, high = pc.min(times).as_py(), pc.max(times).as_py()
@@ -299,6 +303,24 @@ def apply_window(table: pa.Table, config: Config) -> tuple[pa.Table, int]:
             keep = pc.and_(keep, pc.greater_equal(times, pa.scalar(cutoff, TIMESTAMP_TYPE)))
     kept = table.filter(keep)
     return kept, table.num_rows - kept.num_rows
+
+
+def _empty_window(table: pa.Table, config: Config, source: str) -> str:
+    window = config.data.window
+    bounds = ", ".join(
+        f"{name}: {value}"
+        for name, value in (("start", window.start), ("end", window.end), ("last", window.last))
+        if value is not None
+    )
+    times = table.column(config.timestamp)
+    low, high = pc.min(times).as_py(), pc.max(times).as_py()
+    span = f"runs from {low.isoformat()} to {high.isoformat()}" if low else "holds no timestamps"
+    untimed = f"; {times.null_count:,} rows have no timestamp" if times.null_count else ""
+    return (
+        f"{source}: data.window ({bounds}) keeps none of the {table.num_rows:,} rows: the time "
+        f"column {config.timestamp!r} {span}{untimed}; move or widen data.window (times are "
+        "UTC), or check that the time column is the one meant"
+    )
 
 
 def content_hash(table: pa.Table) -> str:

@@ -5,7 +5,8 @@ rows where they sit. Warnings let the run go on; errors stop it before anything 
 
 Two kinds of rule. *Integrity*: the data is broken (a column missing, text in a numeric
 column, labels outside the task's domain, a null explosion, values a declared constraint
-forbids, duplicated ids). *Distribution*: the world moved (values beyond the inferred
+forbids, duplicated ids, numbers that are infinite or become infinite inside a model).
+*Distribution*: the world moved (values beyond the inferred
 range, categories not seen before). `validation.integrity` and `validation.distribution`
 say which kind may stop a run; by default only integrity does.
 """
@@ -30,6 +31,9 @@ Severity = Literal["error", "warning"]
 RuleKind = Literal["integrity", "distribution"]
 DISTRIBUTION_RULES = frozenset({"out_of_range", "unseen_category", "extra_column", "schema_change"})
 MAX_EXAMPLES = 5
+# scikit-learn's trees cast features to float32: anything larger becomes inf there and
+# fails deep inside fit or predict with a message that names no column.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMBER = r"^\s*[-+]?((\d+(\.\d*)?)|(\.\d+))([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|inf|Inf|infinity|Infinity)\s*$"
 
 
@@ -305,11 +309,9 @@ class _Checker:
                 detail = f"expected numbers (schema type {spec.dtype}), found text"
                 out.append(self.violation("type_change", "error", name, bad, values, detail))
                 return out
-            infinite = np.isinf(numbers)
-            if infinite.any():
-                detail = "infinite values: a model cannot learn from or score them"
-                out.append(self.violation("non_finite", "error", name, infinite, values, detail))
-                return out
+            unusable = self._non_finite(name, numbers, values)
+            if unusable:
+                return out + unusable  # a range with inf in it says nothing
             out += self._range(spec, numbers, nulls)
         elif spec.kind == "categorical" and spec.domain is not None:
             out += self._categories(spec, values, nulls)
@@ -381,6 +383,27 @@ class _Checker:
                 absent,
             )
         ]
+
+    def _non_finite(
+        self, name: str, numbers: np.ndarray, values: pa.ChunkedArray
+    ) -> list[Violation]:
+        """Infinite numbers, and finite ones that turn infinite in a model: cast to float32
+        (scikit-learn's trees) or squared (scaling, variances)."""
+        infinite = np.isinf(numbers)
+        with np.errstate(over="ignore", invalid="ignore"):
+            grows = np.isinf(numbers.astype(np.float32)) | np.isinf(numbers * numbers)
+        overflow = grows & ~infinite
+        found = []
+        if infinite.any():
+            detail = "infinite values: a model cannot learn from or score them"
+            found.append(self.violation("non_finite", "error", name, infinite, values, detail))
+        if overflow.any():
+            detail = (
+                f"values beyond ±{FLOAT32_MAX:.4g} become infinite when a model casts them to "
+                "float32 or squares them"
+            )
+            found.append(self.violation("overflow", "error", name, overflow, values, detail))
+        return found
 
     def _nulls(self, spec: ColumnSchema, nulls: np.ndarray) -> list[Violation]:
         rate = float(nulls.mean())
@@ -495,13 +518,15 @@ class _Checker:
                 detail = f"labels outside the schema's label domain {list(spec.domain)}"
                 out.append(self.violation("unseen_label", "error", spec.name, unseen, text, detail))
         elif schema.task == "regression":
-            _, bad = self._as_numbers(values, nulls)
+            numbers, bad = self._as_numbers(values, nulls)
             if bad.any():
                 out.append(
                     self.violation(
                         "type_change", "error", spec.name, bad, values, "expected numeric labels"
                     )
                 )
+            else:
+                out += self._non_finite(spec.name, numbers, values)
         return out
 
 

@@ -7,6 +7,9 @@ back off after failed runs, and stop (blocked) after too many of them.
     skip      something fired, but an active run, the cooldown (or, after a failed run,
               the retry backoff) or too few new rows hold the run back
     submit
+
+A monitor run that cannot judge (bad input, a service down) records `error` instead,
+with the message; nothing is submitted then.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ SUBMIT = "submit"
 SKIP = "skip"  # something fired, but the policy holds the run back
 BLOCKED = "blocked"  # the monitor submits nothing until someone acts (or asks: --manual)
 ACTIONS = (NONE, SUBMIT, SKIP, BLOCKED)
+# Not a decision `decide` returns: the record of a monitor run that stopped on an error.
+ERROR = "error"
 BLOCKED_PREFIX = "blocked: "
 
 

@@ -16,7 +16,11 @@ Performance is judged with a bootstrap interval over the labelled window. While 
 arrive in time (triggers.label_horizon), performance outranks data drift: drift alone
 triggers only at triggers.large_drift_share; the record's `weighting` says why.
 
-Every run writes a JSON decision record; metrics go to a Pushgateway when configured.
+Every run writes a JSON decision record, a run that stops on an error included (action
+"error", with the message); metrics go to a Pushgateway when configured. A preflight
+checks S3 and the MLflow server first, so a service that is down fails the visit in
+seconds. A submission that fails releases its claim, with the error in it, so the next
+visit (a corrected rerun) may submit at once; nothing ran, so no failed run is counted.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctpipe import registry, storage
+from ctpipe import preflight, registry, storage
 from ctpipe.config import METRICS, Config, parse_duration
 from ctpipe.data.schema import PendingChange, SchemaStore
+from ctpipe.errors import CtpipeError, DataError
 from ctpipe.monitor import policy as policy_module
 from ctpipe.monitor import predlog, triggers
 from ctpipe.monitor.policy import Decision
 from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
-from ctpipe.monitor.submit import RunRef, Submitter, short_error
+from ctpipe.monitor.submit import RunRef, SubmitError, Submitter, short_error
 from ctpipe.monitor.triggers import TriggerResult
 
 
@@ -70,6 +75,8 @@ class MonitorOutcome:
     drift: Any = None  # ctpipe.drift.DriftReport when the window was judged
     report_uri: str | None = None
     notes: list[str] = field(default_factory=list)
+    submit_error: str | None = None  # the submission failed: nothing runs; claim released
+    submit_cause: BaseException | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> str:
         lines = [f"decision: {self.decision.action.upper()}"]
@@ -82,6 +89,8 @@ class MonitorOutcome:
                 "  BLOCKED: no run is submitted until the cause is fixed; "
                 "`ctpipe monitor --manual` submits one anyway"
             )
+        if self.submit_error:
+            lines.append(f"  submission FAILED: {short_error(self.submit_error, 300)}")
         if self.run:
             lines.append(
                 f"  run: {self.run.run_name} ({self.run.backend}: {self.run.url or self.run.run_id})"
@@ -127,15 +136,57 @@ def run_monitor(
 ) -> MonitorOutcome:
     """Judge the champion's recent traffic and submit a retraining run if warranted.
 
-    Raises a CtpipeError (DataError, RegistryError, SubmitError) on bad input or a failed
-    submission; nothing is submitted then. A run that was submitted and failed is no
+    Raises a CtpipeError (PreflightError, DataError, RegistryError, SubmitError) on bad
+    input, a service that does not answer, or a failed submission; nothing is submitted
+    then, and the decision record says why (action "error"; a failed submission keeps its
+    whole record and releases its claim). A run that was submitted and failed is no
     error: it is recorded (state, decision record, metrics), and the policy backs off and,
     after policy.max_failed_runs in a row, blocks.
     """
-    from ctpipe import drift
-
     now = now or datetime.now(UTC)
     store = MonitorStore(config.state_dir, config.model_name)
+    try:
+        preflight.check(config)
+        outcome = _judge(
+            config,
+            submitter,
+            store,
+            now,
+            manual=manual,
+            note=note,
+            pushgateway=pushgateway,
+            report=report,
+            dry_run=dry_run,
+            say=say,
+        )
+    except Exception as exc:
+        _record_error(config, store, now, exc, say)
+        raise
+    if outcome.submit_cause is not None:
+        if not isinstance(outcome.submit_cause, Exception):
+            raise outcome.submit_cause  # KeyboardInterrupt: recorded and released; stop
+        raise SubmitError(
+            f"{outcome.submit_error}; recorded in {outcome.record_uri}; the claim is released, "
+            "so a rerun submits once the cause is fixed"
+        ) from outcome.submit_cause
+    return outcome
+
+
+def _judge(
+    config: Config,
+    submitter: Submitter,
+    store: MonitorStore,
+    now: datetime,
+    *,
+    manual: bool,
+    note: str,
+    pushgateway: str | None,
+    report: bool,
+    dry_run: bool,
+    say: Callable[[str], None],
+) -> MonitorOutcome:
+    from ctpipe import drift
+
     mlflow_client = registry.client(config)
     champion = registry.champion(config, mlflow_client)
     if champion is None:
@@ -159,10 +210,13 @@ def run_monitor(
     )
 
     # --- current window and data drift
-    log = predlog.read_predictions(predictions_root(config), config.model_name, until=now)
-    current = log.filter(
-        pc.greater_equal(log[predlog.TIMESTAMP], pa.scalar(now - window, predlog.TIMESTAMP_TYPE))
+    # The whole history without its features (counts, the label join), and the features of
+    # the current window only: a day of traffic is millions of rows, and the pod has 2 GiB.
+    root = predictions_root(config)
+    log = predlog.read_predictions(
+        root, config.model_name, until=now, columns=predlog.REQUIRED_PREDICTION_COLUMNS
     )
+    current = predlog.read_predictions(root, config.model_name, since=now - window, until=now)
     drift_report = None
     if settings.triggers.data_drift and current.num_rows >= settings.min_rows:
         files = registry.download_reference(champion)
@@ -184,6 +238,7 @@ def run_monitor(
     joined = predlog.join_labels(log, labels)
     joined.raise_if_unmatched()
     mine = joined.table.filter(pc.equal(joined.table[predlog.MODEL_VERSION], champion.version))
+    check_label_domain(mine, config, classes, champion.version)
     metric = performance_metric(config, classes)
     measured = _recent_metric(
         mine, metric, config, classes, window, confidence=settings.triggers.performance_confidence
@@ -300,6 +355,7 @@ def run_monitor(
             decision.action, (*decision.reasons, weighting["explanation"]), decision.fired
         )
     run = None
+    failed: _Submitted | None = None
     if decision.action == policy_module.SUBMIT and dry_run:
         decision = Decision(
             policy_module.SKIP, (*decision.reasons, "dry run: nothing submitted"), decision.fired
@@ -313,30 +369,21 @@ def run_monitor(
                 decision.fired,
             )
         else:
-            run_name = (
-                f"{config.model_name}-{decision.run_reason.replace('+', '-')}-{now:%Y%m%d-%H%M%S}"
+            submitted = _submit(
+                config, submitter, store, state, decision, generation, now, drift_since, say
             )
-            say(f"submitting {run_name} ({submitter.backend})")
-            run = submitter.submit(config, decision.run_reason, run_name)
-            state = dataclasses.replace(
-                state,
-                generation=generation,
-                last_run=LastRun(
-                    run.run_id,
-                    run.run_name,
-                    run.backend,
-                    decision.run_reason,
-                    now.isoformat(),
-                    generation,
-                ),
-                drift_since=drift_since,
-            )
-            if run.failed:  # a local run ends inside submit(); a KFP run is asked next time
-                state = state.with_outcome(FAILED, run.error, now)
-                say(f"run {run.run_name} failed: {short_error(run.error)}")
-            elif run.finished:
-                state = state.with_outcome(SUCCEEDED, None, now)
-            store.save(state)
+            state, run = submitted.state, submitted.run
+            if submitted.error is not None:
+                failed = submitted
+                decision = Decision(
+                    decision.action,
+                    (
+                        *decision.reasons,
+                        f"submission failed: {short_error(submitted.error, 300)}; the claim "
+                        f"on generation {generation} is released",
+                    ),
+                    decision.fired,
+                )
 
     # Blocked after this visit: a block stands, or failed runs reached the limit (a manual
     # run that just failed keeps it; one that ran to the end lifted it).
@@ -386,6 +433,9 @@ def run_monitor(
         "weighting": weighting,
         **decision.to_dict(),
         "run": None if run is None else dataclasses.asdict(run),
+        "submission_failure": None
+        if failed is None
+        else {"error": failed.error, "claim": failed.claim_uri, "claim_released": True},
         "last_run": None if state.last_run is None else dataclasses.asdict(state.last_run),
         "failures": {
             "in_a_row": state.failures,
@@ -429,8 +479,160 @@ def run_monitor(
             schema_changes_pending=len(pending),
         )
     return MonitorOutcome(
-        decision, fired, record, record_uri, run, drift_report, report_uri, outcome_notes
+        decision,
+        fired,
+        record,
+        record_uri,
+        run,
+        drift_report,
+        report_uri,
+        outcome_notes,
+        submit_error=failed.error if failed else None,
+        submit_cause=failed.cause if failed else None,
     )
+
+
+@dataclass(frozen=True)
+class _Submitted:
+    state: State
+    run: RunRef | None
+    error: str | None = None  # the submission itself failed: no run exists
+    cause: BaseException | None = None
+    claim_uri: str | None = None
+
+
+def _submit(
+    config: Config,
+    submitter: Submitter,
+    store: MonitorStore,
+    state: State,
+    decision: Decision,
+    generation: int,
+    now: datetime,
+    drift_since: str | None,
+    say: Callable[[str], None],
+) -> _Submitted:
+    """Submit under the claim on `generation`; record the run, or release the claim."""
+    run_name = f"{config.model_name}-{decision.run_reason.replace('+', '-')}-{now:%Y%m%d-%H%M%S}"
+    say(f"submitting {run_name} ({submitter.backend})")
+    try:
+        run = submitter.submit(config, decision.run_reason, run_name)
+    except (Exception, KeyboardInterrupt) as exc:
+        error = _submission_error(exc, run_name, submitter.backend)
+        # The state moves past this generation before the claim is released: a monitor
+        # that then claims the next one and records its run cannot be overwritten by us.
+        state = dataclasses.replace(state, generation=generation, drift_since=drift_since)
+        store.save(state)
+        claim = store.release(generation, now, error)
+        say(f"{error}; claim released ({claim})")
+        return _Submitted(state, None, error, exc, claim)
+    state = dataclasses.replace(
+        state,
+        generation=generation,
+        last_run=LastRun(
+            run.run_id, run.run_name, run.backend, decision.run_reason, now.isoformat(), generation
+        ),
+        drift_since=drift_since,
+    )
+    if run.failed:  # a local run ends inside submit(); a KFP run is asked next time
+        state = state.with_outcome(FAILED, run.error, now)
+        say(f"run {run.run_name} failed: {short_error(run.error)}")
+    elif run.finished:
+        state = state.with_outcome(SUCCEEDED, None, now)
+    store.save(state)
+    return _Submitted(state, run)
+
+
+def _submission_error(exc: BaseException, run_name: str, backend: str) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return f"submitting {run_name} ({backend}) was interrupted"
+    text = str(exc) if isinstance(exc, CtpipeError) else f"{type(exc).__name__}: {exc}"
+    if text.startswith("submitting "):  # KfpSubmitter's own errors say what they submitted
+        return text
+    return f"submitting {run_name} ({backend}) failed: {text}"
+
+
+def _record_error(
+    config: Config, store: MonitorStore, now: datetime, exc: Exception, say: Callable[[str], None]
+) -> None:
+    """The decision record of a visit that stopped on an error, when it can be written."""
+    if (
+        isinstance(exc, preflight.PreflightError)
+        and exc.service == preflight.S3
+        and storage.is_s3(config.state_dir)
+    ):
+        say(f"no decision record: state_dir {config.state_dir} is on the S3 that does not answer")
+        return
+    decision = Decision(policy_module.ERROR, (str(exc),), ())
+    record = {
+        "time": now.isoformat(),
+        "model": config.model_name,
+        **decision.to_dict(),
+        "error": {"type": type(exc).__name__, "message": str(exc)},
+    }
+    try:
+        uri = store.record(record, now)
+    except Exception as failure:  # the error itself is what the caller must see
+        say(f"no decision record: {failure}")
+        return
+    say(f"decision: ERROR, recorded in {uri}")
+
+
+def check_label_domain(
+    labelled: pa.Table, config: Config, classes: list[Any], version: str
+) -> None:
+    """Labels outside the model's classes (or, for regression, not numbers) would be
+    scored as wrong answers, or not at all, and a broken label feed would pass as
+    labelled traffic: stop and name them."""
+    if labelled.num_rows == 0 or (config.task != "regression" and not classes):
+        return
+    counts = pc.value_counts(labelled[predlog.LABEL])
+    values, numbers = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+    seen = dict(zip(values, numbers, strict=True))
+    if config.task == "regression":
+        unexpected = {v: n for v, n in seen.items() if not _finite_number(v)}
+        rule, expected = "numeric_label", "finite numbers"
+        fix = "write the measured values as numbers"
+    else:
+        # Both spellings of a class: evaluation's (True -> 'True') and the log's ('true').
+        known = {_class_text(c) for c in classes} | {predlog.prediction_text(c) for c in classes}
+        unexpected = {v: n for v, n in seen.items() if v not in known}
+        names = ", ".join(repr(_class_text(c)) for c in classes)
+        rule, expected = "label_domain", f"among the model's classes {names}"
+        fix = (
+            "write labels with the values the model was trained on (a class it never "
+            "learned needs `ctpipe schema infer`, then `ctpipe run`)"
+        )
+    if not unexpected:
+        return
+    rows = sum(unexpected.values())
+    shown = ", ".join(
+        f"{value!r} ({count:,} rows)"
+        for value, count in sorted(unexpected.items(), key=lambda item: -item[1])[:5]
+    )
+    odd = pa.array(list(unexpected), pa.string())
+    wrong = labelled.filter(pc.fill_null(pc.is_in(labelled[predlog.LABEL], odd), True))
+    ids = ", ".join(wrong[predlog.REQUEST_ID].slice(0, 3).to_pylist())
+    raise DataError(
+        f"{storage.join(labels_root(config), config.model_name)}: column {predlog.LABEL!r}, "
+        f"rule {rule}: {rows:,} of the {labelled.num_rows:,} labelled predictions of "
+        f"{config.model_name} v{version} have labels that are not {expected}: {shown} "
+        f"(request ids such as {ids}); {fix}"
+    )
+
+
+def _class_text(value: Any) -> str:
+    # As evaluation.Target matches classes: 1, 1.0 and "1" are the same class.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _finite_number(text: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(text)))
+    except (TypeError, ValueError):
+        return False
 
 
 def _last_run_outcome(
@@ -527,13 +729,15 @@ def _recent_metric(
             pc.cast(recent[predlog.PREDICTION], pa.float64()).to_numpy(zero_copy_only=False)
         )
     elif metric == "roc_auc":
-        target = evaluation.Target.of(truth, "classification", tuple(str(c) for c in classes))
+        target = evaluation.Target.of(
+            truth, "classification", tuple(predlog.prediction_text(c) for c in classes)
+        )
         positive = np.asarray(recent[predlog.SCORE].to_numpy(zero_copy_only=False), dtype=float)
         scores = np.column_stack([1.0 - positive, positive])
         if len(set(target.values.tolist()) - {-1}) < 2:
             return RecentMetric(metric, None, recent.num_rows)  # AUC needs both classes
     else:
-        names = tuple(str(c) for c in classes) or tuple(sorted(set(truth)))
+        names = tuple(predlog.prediction_text(c) for c in classes) or tuple(sorted(set(truth)))
         target = evaluation.Target.of(truth, "classification", names)
         predicted = evaluation.Target.of(
             recent[predlog.PREDICTION].to_pylist(), "classification", names

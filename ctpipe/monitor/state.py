@@ -9,7 +9,9 @@ Under `<state_dir>/monitor/<model_name>/`:
 Submitting is claim-then-submit. Creating a claim file is atomic on a local disk (O_EXCL)
 and on S3 (a conditional put with If-None-Match), so of two monitors racing for the same
 generation exactly one wins and submits; the other records a skip. A claim whose holder
-died before recording its run is taken over after `policy.claim_ttl`.
+died before recording its run is taken over after `policy.claim_ttl`. A holder whose
+submission failed releases its claim at once, with the error in it: the next monitor
+claims the next generation instead of waiting out the time-to-live.
 """
 
 from __future__ import annotations
@@ -156,15 +158,32 @@ class MonitorStore:
                 return generation
             held = json.loads(storage.read_bytes(self.claim_uri(generation)).decode())
             age = (now - datetime.fromisoformat(held["claimed_at"])).total_seconds()
-            if age < ttl_seconds:
+            if age < ttl_seconds and not held.get("released_at"):
                 return None
-            generation += 1  # an abandoned claim: its holder never recorded a run
+            # Released (its submission failed) or abandoned (its holder never recorded a
+            # run): the next generation is free, and creating it is as atomic as ever.
+            generation += 1
         return None
 
-    def record(self, decision: dict[str, Any], now: datetime) -> str:
-        uri = storage.join(self.root, "decisions", now.strftime("%Y%m%dT%H%M%S%fZ") + ".json")
-        storage.write_bytes(uri, json.dumps(decision, indent=2, default=str).encode())
+    def release(self, generation: int, now: datetime, error: str) -> str:
+        """Give up a claim whose submission failed, keeping why in the claim file."""
+        uri = self.claim_uri(generation)
+        held = json.loads(storage.read_bytes(uri).decode())
+        released = {**held, "released_at": now.isoformat(), "error": error}
+        storage.write_bytes(uri, json.dumps(released).encode())
         return uri
+
+    def record(self, decision: dict[str, Any], now: datetime) -> str:
+        """Write one decision record, named after `now`. A visit judged as of the same time
+        (a rerun with the same --now, after an error) gets the next free name: an earlier
+        record is never overwritten."""
+        body = json.dumps(decision, indent=2, default=str).encode()
+        stem = storage.join(self.root, "decisions", now.strftime("%Y%m%dT%H%M%S%fZ"))
+        for attempt in range(1, 1000):
+            uri = f"{stem}.json" if attempt == 1 else f"{stem}_{attempt}.json"  # sorts after
+            if storage.write_bytes(uri, body, exclusive=True):
+                return uri
+        raise DataError(f"{stem}*.json: 999 decision records for one time; not writing more")
 
 
 def utcnow() -> datetime:

@@ -6,6 +6,11 @@
 Every KServe ModelServer flag works too (--http_port, --enable_grpc, --workers, ...).
 The model is loaded before the server listens, so the server is ready only once it can
 answer. On SIGTERM the prediction log is flushed before the process ends.
+
+The HTTP surface is health, readiness, metadata, inference and /metrics (see
+ctpipe.serving.http); KServe's repository load/unload and explain routes need
+--enable-repository-routes and --enable-explain. gRPC is off unless --enable_grpc true,
+and then it is KServe's own surface, none of these guards included.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from typing import Any
 
@@ -21,6 +27,7 @@ from ctpipe.errors import CtpipeError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PREDICTIONS_ENV = "CTPIPE_PREDICTIONS_URI"
+JOURNAL_ENV = "CTPIPE_LOG_JOURNAL_DIR"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,10 +59,27 @@ def parser() -> argparse.ArgumentParser:
         help=f"log every request here (local dir or s3:// prefix; default: ${PREDICTIONS_ENV}; unset: no log)",
     )
     serving.add_argument(
-        "--log-flush-rows", type=int, default=5000, help="flush the log after this many rows"
+        "--log-flush-rows", type=int, help="also write a log file after this many rows"
     )
     serving.add_argument(
-        "--log-flush-seconds", type=float, default=10.0, help="flush the log at least this often"
+        "--log-flush-mb",
+        type=float,
+        default=64.0,
+        help="write a log file once this many MiB of rows are journaled",
+    )
+    serving.add_argument(
+        "--log-flush-seconds",
+        type=float,
+        default=300.0,
+        help="write a log file at least this often (rows are safe in the journal meanwhile)",
+    )
+    serving.add_argument(
+        "--log-journal-dir",
+        default=os.environ.get(
+            JOURNAL_ENV, os.path.join(tempfile.gettempdir(), "ctpipe-log-journal")
+        ),
+        help=f"local folder journaling log rows until they are written (default: ${JOURNAL_ENV}, "
+        "else under the temp dir; '': no journal, a crash loses the rows not yet written)",
     )
     serving.add_argument(
         "--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest request body accepted"
@@ -63,6 +87,25 @@ def parser() -> argparse.ArgumentParser:
     serving.add_argument(
         "--max-batch-rows", type=int, default=10_000, help="most rows in one request"
     )
+    serving.add_argument(
+        "--request-id-window-seconds",
+        type=float,
+        default=600.0,
+        help="refuse (409) a row id logged this recently (0: no check); needs the prediction log",
+    )
+    serving.add_argument(
+        "--request-id-window-ids",
+        type=int,
+        default=100_000,
+        help="most row ids remembered for the duplicate check",
+    )
+    serving.add_argument(
+        "--enable-repository-routes",
+        action="store_true",
+        help="route KServe's v2 repository load/unload: anyone who reaches the port can "
+        "take the model out of service",
+    )
+    serving.add_argument("--enable-explain", action="store_true", help="route KServe's v1 :explain")
     serving.add_argument(
         "--reload-seconds", type=float, default=10.0, help="how often to check the alias (0: never)"
     )
@@ -76,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
     serving.add_argument(
         "--config", help="ctpipe.yaml, for the local MLflow store when MLFLOW_TRACKING_URI is unset"
     )
+    # KServe's gRPC port has repository load/unload too, with no guard in front: off unless asked.
+    serving.set_defaults(enable_grpc=False)
     return serving
 
 
@@ -94,6 +139,7 @@ def tracking_uri(config_path: str | None) -> str | None:
 def build_model(args: argparse.Namespace) -> Any:
     from ctpipe.monitor.predlog import PredictionLogWriter
     from ctpipe.serving.model import ChampionModel
+    from ctpipe.serving.payload import RecentIds
     from ctpipe.serving.source import ModelSource
 
     uri = args.model_uri or f"models:/{args.model_name}@champion"
@@ -106,14 +152,20 @@ def build_model(args: argparse.Namespace) -> Any:
             args.predictions_uri,
             args.model_name,
             max_rows=args.log_flush_rows,
+            max_bytes=int(args.log_flush_mb * 2**20),
             max_seconds=args.log_flush_seconds,
+            journal_dir=args.log_journal_dir or None,
         )
+    recent_ids = None
+    if writer is not None and args.request_id_window_seconds > 0 and args.request_id_window_ids > 0:
+        recent_ids = RecentIds(args.request_id_window_ids, args.request_id_window_seconds)
     return ChampionModel(
         args.model_name,
         source,
         log_writer=writer,
         max_rows=args.max_batch_rows,
         reload_seconds=args.reload_seconds,
+        recent_ids=recent_ids,
     )
 
 
@@ -132,7 +184,20 @@ def serve(args: argparse.Namespace) -> None:
     quiet_kserve_deprecation()
     model = build_model(args)
     model.load()
-    model_server.app.add_middleware(InferenceGuard, max_body_bytes=args.max_body_bytes)
+    model_server.app.add_middleware(
+        InferenceGuard,
+        max_body_bytes=args.max_body_bytes,
+        model_name=args.model_name,
+        enable_explain=args.enable_explain,
+        enable_repository=args.enable_repository_routes,
+        enable_docs=args.enable_docs_url,
+    )
+    if args.enable_grpc:
+        logging.getLogger("ctpipe.serving").warning(
+            "gRPC is on (port %s): it is KServe's own surface, repository load/unload "
+            "included, with no body limit or request id checks",
+            args.grpc_port,
+        )
     customize_rest_server(args.host)
     kserve.ModelServer(
         http_port=args.http_port,
@@ -154,14 +219,21 @@ def quiet_kserve_deprecation() -> None:
 
 
 def customize_rest_server(host: str) -> None:
-    """The REST server ctpipe's predictor runs: KServe's, with two changes. KServe always
+    """The REST server ctpipe's predictor runs: KServe's, with three changes. KServe always
     binds 0.0.0.0; a laptop server should listen on loopback.
 
     KServe also adds a timing middleware that logs a line with wall and CPU time for every
     request (~0.15 ms of a single-row request); ctpipe's own Prometheus histogram already
-    records the latency, so that middleware is left out."""
+    records the latency, so that middleware is left out.
+
+    A refused request is logged as one escaped line, not KServe's traceback (which quotes
+    the request as it came), and a repeated request id is a 409."""
     from kserve import model_server
+    from kserve.errors import InvalidInput
     from timing_asgi import TimingMiddleware
+
+    from ctpipe.serving.model import duplicate_request_handler, invalid_input_handler
+    from ctpipe.serving.payload import DuplicateRequestId
 
     base = model_server.RESTServer
 
@@ -175,6 +247,11 @@ def customize_rest_server(host: str) -> None:
             app.user_middleware[:] = [
                 m for m in app.user_middleware if m.cls is not TimingMiddleware
             ]
+
+        def _add_exception_handlers(self, app: Any) -> None:
+            super()._add_exception_handlers(app)
+            app.add_exception_handler(InvalidInput, invalid_input_handler)
+            app.add_exception_handler(DuplicateRequestId, duplicate_request_handler)
 
     model_server.RESTServer = BoundRESTServer
 

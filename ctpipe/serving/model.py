@@ -12,7 +12,16 @@ from kserve.protocol.infer_type import InferRequest
 
 from ctpipe.monitor.predlog import PredictionBatch, PredictionLogWriter
 from ctpipe.serving import metrics
-from ctpipe.serving.payload import Batch, parse_v1, parse_v2, predict, v1_response, v2_response
+from ctpipe.serving.http import log_safe
+from ctpipe.serving.payload import (
+    Batch,
+    RecentIds,
+    parse_v1,
+    parse_v2,
+    predict,
+    v1_response,
+    v2_response,
+)
 from ctpipe.serving.source import Loaded, ModelSource
 
 log = logging.getLogger("ctpipe.serving")
@@ -22,7 +31,11 @@ VERSION_HEADER = "x-model-version"
 class ChampionModel(kserve.Model):
     """Serves one model; when its source is a registry alias, swaps in a new version the
     moment the alias moves. Requests in flight finish on the version they started with:
-    the swap is a single reference assignment, so no request is dropped or mixed."""
+    the swap is a single reference assignment, so no request is dropped or mixed.
+
+    Given `recent_ids`, a row id seen within its window is refused (DuplicateRequestId,
+    HTTP 409) rather than logged twice; the server gives one only with a log writer: without
+    a log, ids key nothing and may repeat (infra validation times the same rows again)."""
 
     def __init__(
         self,
@@ -32,10 +45,12 @@ class ChampionModel(kserve.Model):
         log_writer: PredictionLogWriter | None = None,
         max_rows: int = 10_000,
         reload_seconds: float = 10.0,
+        recent_ids: RecentIds | None = None,
     ) -> None:
         super().__init__(name, return_response_headers=True)
         self.source = source
         self.log_writer = log_writer
+        self.recent_ids = recent_ids
         self.max_rows = max_rows
         self.reload_seconds = reload_seconds
         self.current: Loaded | None = None
@@ -99,7 +114,14 @@ class ChampionModel(kserve.Model):
         response_headers: dict[str, str] | None = None,
     ) -> Any:
         loaded = self._serving()  # one snapshot for the whole request
-        result = predict(loaded, payload)
+        if self.recent_ids is not None:
+            self.recent_ids.claim(payload.ids)
+        try:
+            result = predict(loaded, payload)
+        except Exception:
+            if self.recent_ids is not None:
+                self.recent_ids.release(payload.ids)
+            raise
         if response_headers is not None:
             response_headers[VERSION_HEADER] = loaded.version
         metrics.rows.labels(self.name).inc(payload.rows)
@@ -131,3 +153,22 @@ class ChampionModel(kserve.Model):
         )
         metrics.log_pending.labels(self.name).set(writer.pending)
         metrics.log_failures.labels(self.name).set(writer.failed_flushes)
+        metrics.log_lost.labels(self.name).set(writer.rows_lost)
+
+
+async def duplicate_request_handler(_request: Any, exc: Exception) -> Any:
+    """DuplicateRequestId as HTTP 409, in KServe's error shape. Not logged: the request
+    is the client's mistake, and KServe's handlers log a traceback per refusal."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=409, content={"error": str(exc)})
+
+
+async def invalid_input_handler(_request: Any, exc: Exception) -> Any:
+    """KServe's InvalidInput as HTTP 400, as KServe answers it, but logged as one escaped
+    line: some of KServe's own messages quote the request as it came (a v2 input's name),
+    and a traceback per bad request only buries the log."""
+    from fastapi.responses import JSONResponse
+
+    log.info("refused a request (400): %s", log_safe(str(exc)))
+    return JSONResponse(status_code=400, content={"error": str(exc)})

@@ -6,20 +6,29 @@ v2: POST /v2/models/<name>/infer     {"id": "...", "inputs": [{"name": "num_0", 
                                       "datatype": "FP64", "data": [...]}, ...]}
 
 Every problem is an InvalidInput (HTTP 400) that names the field: a missing or unknown
-field, a value of the wrong type, a non-finite number, too many rows. null is a missing
-value, which the model's imputers handle.
+field, a value of the wrong type, a non-finite number, too many rows, a request id that
+breaks the id rule. null is a missing value, which the model's imputers handle. KServe logs
+each message, so whatever a message quotes from the request is escaped and shortened.
+
+Row ids key the prediction log: with a log, RecentIds refuses one seen lately (HTTP 409).
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
+import threading
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from kserve.errors import InvalidInput
 
+from ctpipe.serving.http import request_id_problem, shown
 from ctpipe.serving.source import Loaded, Signature
 
 NUMBER_TYPES = {"double", "float"}
@@ -37,7 +46,20 @@ V2_NUMBER = {
     "UINT32",
     "UINT64",
 }
-V2_INTEGER = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+
+# The v2 datatypes a column of each MLflow type takes, and what a message calls them.
+_V2_NUMBER_HINT = (V2_NUMBER, "a number (FP64, FP32, INT64, ...)")
+_V2_EXPECTED: dict[str, tuple[set[str], str]] = {
+    **dict.fromkeys(NUMBER_TYPES | INTEGER_TYPES, _V2_NUMBER_HINT),
+    "string": ({"BYTES"}, "text (BYTES)"),
+    "boolean": ({"BOOL"}, "a boolean (BOOL)"),
+}
+
+# A value quoted in a message: escaped like repr, and short whatever the client sent.
+_VALUE = reprlib.Repr()
+_VALUE.maxstring = _VALUE.maxother = 64
+_VALUE.maxlist = _VALUE.maxdict = 4
+_VALUE.maxlevel = 2
 
 
 @dataclass
@@ -78,19 +100,29 @@ def _array(values: list[Any], kind: str) -> np.ndarray:
     return np.array(values, dtype=object)
 
 
-def _ids(request_id: str | None, given: Any, rows: int) -> tuple[str, list[str]]:
-    base = request_id or uuid.uuid4().hex
-    if given is not None:
-        if (
-            not isinstance(given, list)
-            or len(given) != rows
-            or not all(isinstance(i, str) and i for i in given)
-        ):
-            raise InvalidInput(
-                f'"ids": expected a list of {rows} non-empty strings, one per instance'
-            )
-        return base, given
-    return base, [base] if rows == 1 else [f"{base}-{i}" for i in range(rows)]
+def _ids(where: str, request_id: Any, given: Any, rows: int) -> tuple[str, list[str]]:
+    """The request's id and one id per row: the client's, checked, or generated. An
+    absent or empty request id is generated."""
+    if request_id:
+        problem = request_id_problem(where, str(request_id))
+        if problem:
+            raise InvalidInput(problem)
+    base = str(request_id) if request_id else uuid.uuid4().hex
+    if given is None:
+        return base, [base] if rows == 1 else [f"{base}-{i}" for i in range(rows)]
+    if (
+        not isinstance(given, list)
+        or len(given) != rows
+        or not all(isinstance(i, str) for i in given)
+    ):
+        raise InvalidInput(f'"ids": expected a list of {rows} strings, one per instance')
+    for i, row_id in enumerate(given):
+        problem = request_id_problem(f'"ids"[{i}]', row_id)
+        if problem:
+            raise InvalidInput(problem)
+    if len(set(given)) != rows:
+        raise InvalidInput('"ids": each row needs its own id; some repeat')
+    return base, given
 
 
 def _check_value(where: str, kind: str, value: Any) -> Any:
@@ -98,7 +130,7 @@ def _check_value(where: str, kind: str, value: Any) -> Any:
         return None
     if kind in NUMBER_TYPES or kind in INTEGER_TYPES:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"{where}: expected a number, got {value!r}")
+            raise InvalidInput(f"{where}: expected a number, got {_VALUE.repr(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(
                 f"{where}: {value!r} is not a valid value; send null for a missing value"
@@ -110,10 +142,10 @@ def _check_value(where: str, kind: str, value: Any) -> Any:
         return value
     if kind == "boolean":
         if not isinstance(value, bool):
-            raise InvalidInput(f"{where}: expected true or false, got {value!r}")
+            raise InvalidInput(f"{where}: expected true or false, got {_VALUE.repr(value)}")
         return value
     if not isinstance(value, str):
-        raise InvalidInput(f"{where}: expected text, got {value!r}")
+        raise InvalidInput(f"{where}: expected text, got {_VALUE.repr(value)}")
     return value
 
 
@@ -123,7 +155,7 @@ def parse_v1(payload: Any, signature: Signature, max_rows: int, request_id: str 
     unknown_keys = sorted(set(payload) - {"instances", "ids"})
     if unknown_keys:
         raise InvalidInput(
-            f'unknown key "{unknown_keys[0]}"; a v1 request has "instances" and optional "ids"'
+            f'unknown key {shown(unknown_keys[0])}; a v1 request has "instances" and optional "ids"'
         )
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
@@ -143,13 +175,15 @@ def parse_v1(payload: Any, signature: Signature, max_rows: int, request_id: str 
         _check_names(f"instances[{i}]", "field", instance, names, expected)
         for name, kind in signature.columns:
             columns[name].append(_check_value(f"instances[{i}].{name}", kind, instance[name]))
-    base, ids = _ids(request_id, payload.get("ids"), len(instances))
+    base, ids = _ids("x-request-id", request_id, payload.get("ids"), len(instances))
     return Batch(columns, ids, "v1", base, signature.columns)
 
 
-def _check_names(where: str, noun: str, given: Any, names: list[str], expected: set[str]) -> None:
+def _check_names(
+    where: str, noun: str, given: Collection[str], names: list[str], expected: set[str]
+) -> None:
     """The request names exactly the model's inputs: the first missing, else the first
-    unknown, is the error."""
+    unknown, is the error. KServe logs the message, so the unknown name is escaped."""
     missing = [n for n in names if n not in given]
     if missing:
         raise InvalidInput(
@@ -158,13 +192,17 @@ def _check_names(where: str, noun: str, given: Any, names: list[str], expected: 
     extra = [k for k in given if k not in expected]
     if extra:
         raise InvalidInput(
-            f'{where}: unknown {noun} "{extra[0]}" (the model takes: {", ".join(names)})'
+            f"{where}: unknown {noun} {shown(extra[0])} (the model takes: {', '.join(names)})"
         )
 
 
 def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
+    given = [item.name for item in request.inputs]
+    _check_names("inputs", "input", given, signature.names, set(signature.names))
+    if len(set(given)) != len(given):
+        twice = next(name for name in given if given.count(name) > 1)
+        raise InvalidInput(f"inputs: input {shown(twice)} is given more than once")
     inputs = {item.name: item for item in request.inputs}
-    _check_names("inputs", "input", inputs, signature.names, set(signature.names))
     rows: int | None = None
     columns: dict[str, list[Any]] = {}
     for name, kind in signature.columns:
@@ -176,22 +214,11 @@ def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
             rows = shape[0]
         elif shape[0] != rows:
             raise InvalidInput(f'inputs["{name}"]: {shape[0]} rows, but other inputs have {rows}')
-        datatype = item.datatype.upper()
-        if kind in NUMBER_TYPES | INTEGER_TYPES and datatype not in V2_NUMBER:
+        datatype = str(item.datatype).upper()
+        expected = _V2_EXPECTED.get(kind)
+        if expected is not None and datatype not in expected[0]:
             raise InvalidInput(
-                f'inputs["{name}"]: datatype {datatype} where a number is expected (FP64, FP32, INT64, ...)'
-            )
-        if kind in INTEGER_TYPES and datatype not in V2_INTEGER and datatype not in V2_NUMBER:
-            raise InvalidInput(
-                f'inputs["{name}"]: datatype {datatype} where an integer is expected'
-            )
-        if kind == "string" and datatype != "BYTES":
-            raise InvalidInput(
-                f'inputs["{name}"]: datatype {datatype} where text is expected (BYTES)'
-            )
-        if kind == "boolean" and datatype != "BOOL":
-            raise InvalidInput(
-                f'inputs["{name}"]: datatype {datatype} where a boolean is expected (BOOL)'
+                f'inputs["{name}"]: datatype {shown(datatype)} where {expected[1]} is expected'
             )
         data = item.data
         values = data.tolist() if isinstance(data, np.ndarray) else list(data)
@@ -210,9 +237,65 @@ def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
         raise InvalidInput("inputs: no rows")
     if rows > max_rows:
         raise InvalidInput(f"inputs: {rows:,} rows; the limit is {max_rows:,} per request")
-    given = (request.parameters or {}).get("ids") if isinstance(request.parameters, dict) else None
-    base, ids = _ids(request.id, given, rows)
+    row_ids = (
+        (request.parameters or {}).get("ids") if isinstance(request.parameters, dict) else None
+    )
+    base, ids = _ids('"id"', request.id, row_ids, rows)
     return Batch(columns, ids, "v2", base, signature.columns)
+
+
+class DuplicateRequestId(Exception):
+    """A row id the prediction log got lately (HTTP 409)."""
+
+
+class RecentIds:
+    """The row ids handed to the prediction log lately, to refuse one sent again: a label
+    joins its prediction by id, so two rows with one id make the join ambiguous. Bounded
+    by count and by age (an id leaves at whichever bound it reaches first), per process."""
+
+    def __init__(
+        self,
+        max_ids: int = 100_000,
+        seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_ids = max_ids
+        self.seconds = seconds
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()  # oldest first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def claim(self, ids: Sequence[str]) -> None:
+        """Record the ids, or raise DuplicateRequestId naming one seen within the window."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            seen = next((i for i in ids if i in self._seen), None)
+            if seen is not None:
+                raise DuplicateRequestId(
+                    f"request id {shown(seen)} was already answered in the last {self.seconds:g}s; "
+                    "each id keys one row of the prediction log, so send a new one"
+                )
+            for i in ids:
+                self._seen[i] = now
+            while len(self._seen) > self.max_ids:
+                self._seen.popitem(last=False)
+
+    def release(self, ids: Sequence[str]) -> None:
+        """Forget ids whose request failed before its rows were logged: a retry is welcome."""
+        with self._lock:
+            for i in ids:
+                self._seen.pop(i, None)
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            oldest = next(iter(self._seen.values()))
+            if now - oldest < self.seconds:
+                return
+            self._seen.popitem(last=False)
 
 
 @dataclass

@@ -6,8 +6,10 @@
     /path/to/model, s3://...    an MLflow model directory (KServe's storageUri lands in
                                 /mnt/models); needs --model-sha256, or --allow-unverified
 
-Every model is a pickle, so none is loaded before its SHA-256 matches the one recorded
-at registration.
+Every model is a pickle, so none is loaded before its SHA-256 matches one that is
+trusted: the signed blessing of a registry version (see ctpipe.blessing), or the
+--model-sha256 that the deploy step pinned after checking that blessing. A run's tags are
+not trusted. A loaded model must also predict its stored input example before it serves.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctpipe import registry, storage
+from ctpipe import blessing, registry, storage
 from ctpipe.errors import ConfigError, RegistryError
 
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w.-]+)$")
@@ -112,12 +114,14 @@ class ModelSource:
                 registry.version_ref(self._client(), match["name"], match["version"])
             )
         if match := _RUN.match(self.uri):
-            run = self._client().get_run(match["run"])
-            expected = run.data.tags.get(registry.TAG_MODEL_SHA256) or self.sha256
+            # A run's tags are as writable as the model: only an explicit --model-sha256 counts.
+            if self.sha256 is None and not self.allow_unverified:
+                raise _no_checksum(self.uri)
+            self._client()
             import mlflow.artifacts
 
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri))
-            return self._from_dir(local, expected, run_id=match["run"], label=self.uri)
+            return self._from_dir(local, self.sha256, run_id=match["run"], label=self.uri)
         if storage.is_s3(self.uri):
             return self._from_dir(_download(self.uri), self.sha256, label=self.uri)
         path = Path(self.uri)
@@ -129,28 +133,32 @@ class ModelSource:
         return self._from_dir(path, self.sha256, label=self.uri)
 
     def _from_ref(self, ref: registry.ModelRef) -> Loaded:
+        expected = registry.blessed_sha256(ref)  # before the download: unblessed, never fetched
         local = registry.download_model(ref)
-        model = registry.load_model_dir(
-            local, registry.expected_sha256(ref), f"{ref.name} v{ref.version}"
-        )
-        return _loaded(model, ref.version, Signature.of(local))
+        label = f"{ref.name} v{ref.version}"
+        model = registry.load_model_dir(local, expected, label)
+        return _loaded(model, ref.version, Signature.of(local), local, label)
 
     def _from_dir(
         self, path: Path, expected: str | None, label: str, run_id: str | None = None
     ) -> Loaded:
         if expected is None:
             if not self.allow_unverified:
-                raise RegistryError(
-                    f"{label}: no SHA-256 to check the model against; pass --model-sha256 (the model "
-                    f"version's {registry.TAG_MODEL_SHA256} tag), or --allow-unverified to load it anyway"
-                )
+                raise _no_checksum(label)
             import mlflow.sklearn
 
             model = mlflow.sklearn.load_model(str(path))
         else:
             model = registry.load_model_dir(path, expected, label)
         version = self.version or (run_id[:8] if run_id else _version_of(path))
-        return _loaded(model, version, Signature.of(path))
+        return _loaded(model, version, Signature.of(path), path, label)
+
+
+def _no_checksum(label: str) -> RegistryError:
+    return RegistryError(
+        f"{label}: no SHA-256 to check the model against; pass --model-sha256 (the SHA-256 in the "
+        f"version's signed {blessing.TAG_RECORD} record), or --allow-unverified to load it anyway"
+    )
 
 
 def _version_of(path: Path) -> str:
@@ -159,11 +167,12 @@ def _version_of(path: Path) -> str:
     return "sha-" + registry.file_sha256(pickle)[:12] if pickle.exists() else "local"
 
 
-def _loaded(model: Any, version: str, signature: Signature) -> Loaded:
+def _loaded(model: Any, version: str, signature: Signature, path: Path, label: str) -> Loaded:
     found = getattr(model, "classes_", None)
     classes = list(found) if found is not None else []
     task = "classification" if found is not None else "regression"
     device = _place(model)
+    check_input_example(model, path, signature, label)
     return Loaded(
         model,
         version,
@@ -172,6 +181,51 @@ def _loaded(model: Any, version: str, signature: Signature) -> Loaded:
         tuple(c.item() if hasattr(c, "item") else c for c in classes),
         device,
     )
+
+
+def check_input_example(model: Any, path: Path, signature: Signature, label: str) -> None:
+    """The model must answer its own stored input example before it serves: a model that
+    loads but cannot predict would otherwise fail every request while /ready says true."""
+    try:
+        example = read_input_example(path, signature, label)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"{label}: its stored input example cannot be read ({exc})") from exc
+    try:
+        predictions = model.predict(example)
+    except Exception as exc:
+        raise RegistryError(
+            f"{label}: the model failed on its own input example ({type(exc).__name__}: {exc}); "
+            "refusing to serve it"
+        ) from exc
+    if len(predictions) != len(example):
+        raise RegistryError(
+            f"{label}: the model answered {len(predictions)} predictions for its {len(example)}-row "
+            "input example; refusing to serve it"
+        )
+
+
+_NUMERIC = {"double", "float", "long", "integer"}
+
+
+def read_input_example(path: Path, signature: Signature, label: str) -> Any:
+    """The input example MLflow stored with the model (split-oriented JSON), typed by the
+    signature. Read without MLflow, whose import costs the predictor seconds."""
+    import json
+
+    import pandas as pd
+
+    info = registry.read_mlmodel(path, label).get("saved_input_example_info") or {}
+    if info.get("type") != "dataframe" or info.get("pandas_orient", "split") != "split":
+        raise RegistryError(
+            f"{label}: the model has no stored dataframe input example to check it against "
+            f"(found {info or 'none'}); refusing to serve it"
+        )
+    raw = json.loads((path / str(info.get("artifact_path") or "input_example.json")).read_text())
+    frame = pd.DataFrame(raw["data"], columns=raw["columns"])
+    for name, kind in signature.columns:
+        if kind in _NUMERIC and name in frame:
+            frame[name] = pd.to_numeric(frame[name]).astype("float64")
+    return frame
 
 
 def _place(model: Any) -> str:

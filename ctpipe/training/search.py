@@ -77,9 +77,11 @@ class TrainResult:
     train_rows: int
     validation_rows: int
     seconds: float
+    sha256: str = ""  # of the model file the train step wrote (see stages.load_step_model)
 
     def metadata(self) -> dict[str, Any]:
         return {
+            "model_sha256": self.sha256,
             "candidate": self.candidate.id,
             "family": self.candidate.family,
             "params": json.dumps(self.candidate.params, sort_keys=True),
@@ -102,6 +104,7 @@ class TrainResult:
             int(meta["train_rows"]),
             int(meta["validation_rows"]),
             float(meta["seconds"]),
+            str(meta.get("model_sha256") or ""),
         )
 
     def describe(self) -> str:

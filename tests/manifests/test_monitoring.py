@@ -25,7 +25,7 @@ def exported_names() -> set[str]:
     names = {m.DRIFT_SHARE, m.FEATURE_DRIFT, m.DECISION, m.TRIGGER_FIRED, m.CHAMPION_AGE}
     names |= {m.LABELLED_METRIC, m.LAST_RUN, m.ROWS, m.BLOCKED, m.FAILED_RUNS, m.SCHEMA_PENDING}
     names |= {serving.REQUESTS, serving.ROWS, serving.MODEL_INFO, serving.LOG_PENDING}
-    names |= {serving.LOG_FAILURES}
+    names |= {serving.LOG_FAILURES, serving.LOG_LOST}
     for histogram in (serving.LATENCY, serving.SCORE):
         names |= {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"}
     return names

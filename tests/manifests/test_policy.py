@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctpipe import __version__
+from ctpipe import __version__, deploy
 from ctpipe.config import from_dict
 from ctpipe.monitor import submit
 from ctpipe.pipelines import continuous_training as pipeline
@@ -24,6 +24,7 @@ from tests.manifests.conftest import (
 )
 
 THIRD_PARTY_IMAGES = {"prom/pushgateway:v1.11.1"}
+SECRETS = deploy.SECRETS
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE)
 
 
@@ -177,7 +178,11 @@ def test_secrets_are_only_referenced(rendered: list[Doc]) -> None:
                 assert env["name"].endswith("_PATH"), f"{where}: {env['name']} has a literal value"
         for source in c.get("envFrom", []):
             if "secretRef" in source:
-                assert source["secretRef"]["name"] == pipeline.S3_SECRET, where
+                assert source["secretRef"]["name"] in SECRETS, where
+        for env in c.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] in SECRETS, f"{where}: {env['name']}"
     for doc in find(rendered, "ConfigMap"):
         for key in doc.get("data", {}):
             assert not SECRET_NAME.search(key), f"ConfigMap/{doc['metadata']['name']}: {key}"
@@ -199,6 +204,36 @@ def test_namespaces_and_network_policy(rendered: list[Doc]) -> None:
     }
     assert (("app.kubernetes.io/name", "mlflow"),) in covered
     assert (("serving.kserve.io/inferenceservice", "ctpipe-demo"),) in covered
+
+
+def test_mlflow_admits_only_its_clients_and_asks_for_credentials(rendered: list[Doc]) -> None:
+    """Issue 15: MLflow ran without authentication and admitted every pod of two namespaces;
+    a registry write then became code execution in the predictor."""
+    policy = one(rendered, "NetworkPolicy", "mlflow")
+    label = dict([deploy.MLFLOW_CLIENT_LABEL])
+    for source in policy["spec"]["ingress"][0]["from"]:
+        assert source.get("podSelector", {}).get("matchLabels") == label, source
+    server = one(rendered, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in server["args"]
+    env = {e["name"]: e for e in server["env"]}
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == deploy.MLFLOW_AUTH_SECRET
+    auth = next(d for d in find(rendered, "ConfigMap") if "basic_auth.ini" in d.get("data", {}))
+    assert "database_uri = sqlite:////mlflow/" in auth["data"]["basic_auth.ini"]  # on the volume
+    assert "NO_PERMISSIONS" in auth["data"]["basic_auth.ini"]
+    # Everything that talks to MLflow carries the label and the credentials.
+    monitor = one(rendered, "CronJob", "ctpipe-monitor")["spec"]["jobTemplate"]["spec"]["template"]
+    isvc = one(rendered, "InferenceService", "ctpipe-demo")["spec"]["predictor"]
+    for where, labels, container in (
+        ("monitor", monitor["metadata"]["labels"], monitor["spec"]["containers"][0]),
+        ("predictor", isvc["labels"], isvc["containers"][0]),
+    ):
+        assert labels.get(deploy.MLFLOW_CLIENT_LABEL[0]) == "true", where
+        refs = {s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s}
+        assert deploy.MLFLOW_AUTH_SECRET in refs, where
+    assert deploy.BLESSING_SECRET in {
+        s["secretRef"]["name"] for s in isvc["containers"][0]["envFrom"] if "secretRef" in s
+    }
 
 
 def test_kind_gives_the_pipeline_steps_the_same_endpoints() -> None:

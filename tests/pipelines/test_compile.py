@@ -134,12 +134,17 @@ def test_credentials_come_from_the_cluster_never_from_the_yaml(path: Path) -> No
     spec, platform = load(path)
     assert set(platform["executors"]) == set(spec["deploymentSpec"]["executors"])
     for name, settings in platform["executors"].items():
-        (secret,) = settings["secretAsEnv"]
-        assert secret["secretName"] == "ctpipe-s3", name
-        assert {k["envVar"] for k in secret["keyToEnv"]} == {
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
+        secrets = {
+            s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in settings["secretAsEnv"]
         }
+        assert secrets == {
+            "ctpipe-s3": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+            "ctpipe-mlflow-auth": {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
+            "ctpipe-blessing": {"CTPIPE_BLESSING_KEY"},
+        }, name
+        assert all(s.get("optional") for s in settings["secretAsEnv"]), name
+        # MLflow's NetworkPolicy admits labelled pods only.
+        assert settings["podMetadata"]["labels"] == {"ctpipe.io/mlflow-client": "true"}, name
         (config_map,) = settings["configMapAsEnv"]
         assert config_map["configMapName"] == "ctpipe-env", name
         assert {k["envVar"] for k in config_map["keyToEnv"]} == {

@@ -555,3 +555,135 @@ def _config_file(config: Config, tmp_path: Path) -> Path:
     path = tmp_path / "ctpipe.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     return path
+
+
+# ------------------------------------- errors and failed submissions: always recorded
+
+
+def _records(config: Config) -> list[dict[str, Any]]:
+    folder = Path(MonitorStore(config.state_dir, config.model_name).root, "decisions")
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def test_labels_outside_the_champions_classes_stop_the_monitor_and_are_recorded(
+    isolated: Config,
+) -> None:
+    """ "yes"/"no" labels against classes 0/1 would pass as 800 labelled predictions that
+    are all wrong (or unscored): the monitor stops, names them, and records why."""
+    batch = _stream(36, 800, shifted=False, start_days=200)
+    _serve(isolated, batch, _champion_version(isolated), labels=False)
+    predlog.write_labels(
+        labels_root(isolated),
+        isolated.model_name,
+        [
+            predlog.Label(r["request_id"], "yes" if r["label"] else "no")
+            for r in batch.select(["request_id", "label"]).to_pylist()
+        ],
+    )
+    with pytest.raises(DataError) as info:
+        run_monitor(isolated, LocalSubmitter(), now=_now(batch), report=False)
+    message = str(info.value)
+    assert "column 'label', rule label_domain: 800 of the 800 labelled predictions" in message
+    assert "not among the model's classes '0', '1'" in message
+    assert "'yes' (" in message and "'no' (" in message
+    [record] = _records(isolated)
+    assert record["action"] == "error" and record["error"]["message"] == message
+    assert MonitorStore(isolated.state_dir, isolated.model_name).load().generation == 0
+
+
+def test_a_submission_kfp_refuses_releases_its_claim_for_the_corrected_rerun(
+    isolated: Config, tmp_path: Path
+) -> None:
+    """No pipeline uploaded yet: the submission fails. Its decision is recorded with the
+    failure and its claim released, so once the pipeline is uploaded a rerun a few minutes
+    later submits (not "another monitor claimed this submission" for two hours)."""
+    import threading
+
+    from ctpipe.monitor.submit import KfpSubmitter, SubmitError
+    from tests.unit.test_kfp_submit import API, RecordingKfp
+
+    batch = _stream(37, 800, shifted=True, start_days=200)
+    _serve(isolated, batch, _champion_version(isolated))
+    server = RecordingKfp()
+    uploaded, server.pipelines = server.pipelines, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    submitter = KfpSubmitter(server.url, token_path=str(tmp_path / "no-token"))
+    store = MonitorStore(isolated.state_dir, isolated.model_name)
+    try:
+        with pytest.raises(SubmitError) as info:
+            run_monitor(isolated, submitter, now=_now(batch), report=False)
+        assert "no pipeline named 'continuous-training'" in str(info.value)
+        assert "the claim is released" in str(info.value)
+        [record] = _records(isolated)
+        assert record["action"] == "submit" and record["run"] is None
+        failure = record["submission_failure"]
+        assert failure["claim_released"] and "no pipeline named" in failure["error"]
+        assert record["failures"]["in_a_row"] == 0  # nothing ran: no failed run to count
+        assert any(r.startswith("submission failed: ") for r in record["reasons"])
+        claim = json.loads(Path(failure["claim"]).read_text())
+        assert claim["error"] == failure["error"] and claim["released_at"]
+        state = store.load()
+        assert (state.generation, state.failures, state.last_run) == (1, 0, None)
+
+        server.pipelines = uploaded  # the fix: `make cluster` uploads it
+        rerun = run_monitor(
+            isolated, submitter, now=_now(batch) + timedelta(minutes=5), report=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rerun.decision.action == policy.SUBMIT, rerun.summary()
+    assert rerun.run is not None and rerun.run.run_id == "run-42"
+    assert len(server.find("POST", f"{API}/runs")) == 1
+    assert store.load().generation == 2 and len(_records(isolated)) == 2
+
+
+def test_a_local_run_that_cannot_start_is_recorded_and_a_corrected_rerun_submits(
+    isolated: Config,
+) -> None:
+    """The local run raises before its first step (its output folder cannot be made):
+    the decision is recorded, the claim released, and after the fix the real pipeline
+    runs at once."""
+    from ctpipe.monitor.submit import SubmitError
+    from ctpipe.pipelines.local import runs_root
+
+    batch = _stream(38, 800, shifted=True, start_days=200)
+    _serve(isolated, batch, _champion_version(isolated))
+    blocker = runs_root(isolated)
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    with pytest.raises(SubmitError) as info:
+        run_monitor(isolated, LocalSubmitter(), now=_now(batch), report=False)
+    assert "(local) failed: NotADirectoryError: " in str(info.value)
+    assert str(blocker) in str(info.value)
+    [record] = _records(isolated)
+    assert record["submission_failure"]["claim_released"] and record["run"] is None
+
+    blocker.unlink()
+    rerun = run_monitor(
+        isolated, LocalSubmitter(), now=_now(batch) + timedelta(minutes=5), report=False
+    )
+    assert rerun.decision.action == policy.SUBMIT, rerun.summary()
+    assert rerun.run is not None and not rerun.run.failed, rerun.run.error
+    assert not any("another monitor" in r for r in rerun.decision.reasons)
+    assert MonitorStore(isolated.state_dir, isolated.model_name).load().generation == 2
+
+
+class InterruptedSubmitter(FakeSubmitter):
+    """Someone pressed Ctrl-C while a local run was going."""
+
+    def submit(self, config: Config, reason: str, run_name: str) -> RunRef:
+        self.submitted.append(run_name)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_submission_is_recorded_and_releases_its_claim(isolated: Config) -> None:
+    batch = _stream(39, 800, shifted=True, start_days=200)
+    _serve(isolated, batch, _champion_version(isolated))
+    with pytest.raises(KeyboardInterrupt):
+        run_monitor(isolated, InterruptedSubmitter(), now=_now(batch), report=False)
+    [record] = _records(isolated)
+    assert "was interrupted" in record["submission_failure"]["error"]
+    submitter = FakeSubmitter(fail=False)
+    rerun = run_monitor(isolated, submitter, now=_now(batch) + timedelta(minutes=1), report=False)
+    assert rerun.decision.action == policy.SUBMIT and len(submitter.submitted) == 1

@@ -83,18 +83,19 @@ def _busy_cores() -> Iterator[None]:
             burner.wait()
 
 
-def _step_inputs(config: Config, tmp_path: Path, estimator: Any) -> dict[str, str]:
-    """What the infra-validate step receives: a joblib model, test rows and a schema."""
-    import joblib
+def _step_inputs(config: Config, tmp_path: Path, estimator: Any) -> dict[str, Any]:
+    """What the infra-validate step receives: a joblib model with its record (SHA-256),
+    test rows and a schema."""
     import pyarrow.parquet as pq
 
     _, model = _frame_and_model(config, estimator)
-    joblib.dump(model, tmp_path / "challenger")
+    sha256 = stages.dump_step_model(model, str(tmp_path / "challenger"))
     table = synthetic.generate(800, seed=4)
     (tmp_path / "schema").write_text(schema_module.infer(table, config).to_json())
     pq.write_table(table, tmp_path / "test")
     return {
         "model_path": str(tmp_path / "challenger"),
+        "model_metadata": {stages.MODEL_SHA256: sha256},
         "test_path": str(tmp_path / "test"),
         "schema_path": str(tmp_path / "schema"),
         "served_out": str(tmp_path / "served"),
@@ -121,7 +122,7 @@ def test_it_passes_next_to_the_champion_on_a_busy_node(
     config = _with(served_config, infra_rows=50)
     inputs = _step_inputs(config, tmp_path, _linear())
     with _busy_cores():
-        result, metadata = stages.infra_validate(config, model_metadata={}, **inputs)
+        result, metadata = stages.infra_validate(config, **inputs)
     assert result.champion_version == registry.champion(config).version
     assert result.ratio is not None and result.ratio <= config.deploy.infra_latency_ratio
     assert result.champion_p50_ms is not None and result.champion_p95_ms is not None
@@ -217,7 +218,7 @@ def test_a_challenger_that_serves_differently_is_refused(
 
 
 def test_the_pipeline_step_refuses_it_and_the_champion_stays(
-    served_config: Config, tmp_path: Path
+    served_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """infra_validate's component body, given a challenger that serves differently."""
     from kfp.dsl import Artifact, Dataset, Model
@@ -229,12 +230,13 @@ def test_the_pipeline_step_refuses_it_and_the_champion_stays(
     with pytest.raises(SystemExit):
         infra_validate.python_func(
             config=served_config.to_dict(),
-            model=Model(uri=inputs["model_path"]),
+            model=Model(uri=inputs["model_path"], metadata=inputs["model_metadata"]),
             test=Dataset(uri=inputs["test_path"]),
             schema=Artifact(uri=inputs["schema_path"]),
             served=Model(uri=inputs["served_out"]),
         )
     assert registry.champion(served_config).version == before.version
+    assert "differ from in-process ones" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------- deploy

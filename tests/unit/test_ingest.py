@@ -418,11 +418,31 @@ def test_window_last(tmp_path: Path, daily: Path) -> None:
     assert days_of(table) == [9, 10]
 
 
-def test_window_that_keeps_nothing(tmp_path: Path, daily: Path) -> None:
-    result, table = run(config_for(tmp_path, daily, window={"start": "2027-01-01"}), tmp_path)
-    assert result.rows == 0 == table.num_rows
-    assert result.rows_outside_window == 10
-    assert result.time_min is None and result.time_max is None
+def test_a_window_that_keeps_nothing_names_the_window_column_and_time_range(
+    tmp_path: Path, daily: Path
+) -> None:
+    """Not "the data has no rows" from validation later: which window, which column, and
+    when the data actually is."""
+    config = config_for(tmp_path, daily, window={"start": "2027-01-01", "end": "2027-02-01"})
+    out = tmp_path / "never-written.parquet"
+    with pytest.raises(DataError) as info:
+        ingest.ingest(config, str(out))
+    message = str(info.value)
+    assert message.startswith(f"{daily}: data.window (start: 2027-01-01, end: 2027-02-01)")
+    assert "keeps none of the 10 rows" in message
+    assert (
+        "'event_time' runs from 2026-01-01T00:00:00+00:00 to 2026-01-10T00:00:00+00:00" in message
+    )
+    assert not out.exists()
+
+
+def test_a_window_on_rows_without_timestamps_says_so(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "a.csv", "event_time,label\n,1\n,0\n")
+    with pytest.raises(
+        DataError, match=r"data.window \(last: 7d\) keeps none of the 2 rows"
+    ) as info:
+        run(config_for(tmp_path, path, window={"last": "7d"}), tmp_path)
+    assert "'event_time' holds no timestamps; 2 rows have no timestamp" in str(info.value)
 
 
 def test_window_drops_rows_without_a_timestamp(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import run_fresh
 HEAVY = ("mlflow", "sklearn", "torch", "evidently", "kserve", "scipy")
 
 SCRIPT = """
-import json, sys
+import hashlib, json, sys
 from ctpipe import stages
 from ctpipe.config import from_dict
 config = from_dict(json.loads(sys.argv[1]))
@@ -36,7 +36,8 @@ elif step == "drift_report":
     stages.drift_report(config, work + "/data", work + "/schema", work + "/champion", work + "/drift")
 elif step == "select":
     meta = {"candidate": "linear-0", "family": "linear", "params": "{}", "metric": "roc_auc",
-            "validation_score": 0.8, "train_rows": 1, "validation_rows": 1, "seconds": 0.1}
+            "validation_score": 0.8, "train_rows": 1, "validation_rows": 1, "seconds": 0.1,
+            "model_sha256": hashlib.sha256(b"model").hexdigest()}
     open(work + "/m0", "w").write("model")
     stages.select(config, [(work + "/m0", meta)], work + "/best")
 heavy = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[4].split(",")))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ctpipe import storage
 from ctpipe.config import Policy
 from ctpipe.monitor import policy, triggers
 from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
@@ -187,6 +188,35 @@ def test_an_abandoned_claim_is_taken_over_after_its_ttl(tmp_path: Path) -> None:
     assert store.claim(State(), NOW - timedelta(hours=3), ttl_seconds=7200) == 1  # its holder died
     assert store.claim(State(), NOW, ttl_seconds=7200) == 2
     assert store.claim(State(), NOW, ttl_seconds=7200) is None  # generation 2 is live
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_released_claim_frees_the_next_generation_at_once(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A submission that failed gives its claim up with the error in it: a rerun a minute
+    later claims the next generation instead of waiting out claim_ttl."""
+    if where == "s3":
+        request.getfixturevalue("s3").create_bucket(Bucket="released")
+    store = MonitorStore("s3://released/state" if where == "s3" else str(tmp_path), "m")
+    assert store.claim(State(), NOW, ttl_seconds=7200) == 1
+    uri = store.release(1, NOW, "no pipeline named 'continuous-training'")
+    held = json.loads(storage.read_bytes(uri).decode())
+    assert held["error"] == "no pipeline named 'continuous-training'"
+    assert held["released_at"] == NOW.isoformat() and held["claimed_at"] == NOW.isoformat()
+    later = NOW + timedelta(minutes=1)
+    assert store.claim(State(), later, ttl_seconds=7200) == 2  # state not yet past 1
+    assert store.claim(State(generation=1), later, ttl_seconds=7200) is None  # 2 is live
+
+
+def test_a_rerun_as_of_the_same_time_keeps_the_earlier_decision_record(tmp_path: Path) -> None:
+    """An error at --now T, then the corrected rerun at --now T: both records stay."""
+    store = MonitorStore(str(tmp_path), "m")
+    first = store.record({"action": "error"}, NOW)
+    second = store.record({"action": "submit"}, NOW)
+    assert first != second and sorted([second, first]) == [first, second]
+    assert json.loads(Path(first).read_text()) == {"action": "error"}
+    assert json.loads(Path(second).read_text()) == {"action": "submit"}
 
 
 # ------------------------------------------------------- failed runs: backoff, blocked

@@ -104,3 +104,133 @@ def test_wrong_types_are_still_refused_by_name() -> None:
             100,
             "r",
         )
+
+
+GOOD = {"amount": 1.0, "count": 1, "flag": True, "region": "x"}
+
+
+def test_an_unknown_field_is_named_escaped_so_no_log_line_can_be_forged() -> None:
+    forged = "colour\nINFO ctpipe.serving: serving version 9"
+    with pytest.raises(InvalidInput) as caught:
+        parse_v1({"instances": [{**GOOD, forged: 1}]}, SIGNATURE, 100, "r")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert 'unknown field "colour\\nINFO ctpipe.serving' in message
+    with pytest.raises(InvalidInput, match="unknown key") as caught:
+        parse_v1({"instances": [GOOD], "x" * 10_000 + "\n": 1}, SIGNATURE, 100, "r")
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_a_wrong_value_is_quoted_short_and_escaped() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_v1({"instances": [{**GOOD, "amount": "a\n" * 50_000}]}, SIGNATURE, 100, "r")
+    message = str(caught.value)
+    assert message.startswith("instances[0].amount: expected a number, got 'a\\na\\n")
+    assert "\n" not in message and len(message) < 200
+
+
+@pytest.mark.parametrize(
+    ("request_id", "ids", "where"),
+    [
+        ("x" * 60_000, None, "x-request-id"),
+        ("bad\nid", None, "x-request-id"),
+        ("r", ["ok", "x" * 129], '"ids"[1]'),
+        ("r", ["ok", ""], '"ids"[1]'),
+        ("r", ["a b", "ok"], '"ids"[0]'),
+    ],
+)
+def test_request_ids_follow_the_rule(request_id: str, ids: list[str] | None, where: str) -> None:
+    payload: dict[str, object] = {"instances": [GOOD, GOOD]}
+    if ids is not None:
+        payload["ids"] = ids
+    with pytest.raises(InvalidInput) as caught:
+        parse_v1(payload, SIGNATURE, 100, request_id)
+    assert str(caught.value).startswith(f"{where}: a request id must be 1 to 128 characters")
+    assert "\n" not in str(caught.value)
+
+
+def test_row_ids_of_one_request_are_distinct() -> None:
+    with pytest.raises(InvalidInput, match="each row needs its own id"):
+        parse_v1({"instances": [GOOD, GOOD], "ids": ["a", "a"]}, SIGNATURE, 100, None)
+    batch = parse_v1({"instances": [GOOD, GOOD], "ids": ["a", "b"]}, SIGNATURE, 100, "req.1:x")
+    assert batch.ids == ["a", "b"] and batch.request_id == "req.1:x"
+
+
+def v2(inputs: list[tuple[str, str, list[object]]], request_id: str | None = None) -> object:
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    return InferRequest(
+        "m",
+        [InferInput(name, [len(data)], datatype, data) for name, datatype, data in inputs],
+        request_id=request_id,
+    )
+
+
+V2_GOOD: list[tuple[str, str, list[object]]] = [
+    ("amount", "FP64", [1.0]),
+    ("count", "INT64", [2]),
+    ("flag", "BOOL", [True]),
+    ("region", "BYTES", ["x"]),
+]
+
+
+def test_v2_input_names_are_checked_escaped_and_given_once() -> None:
+    from ctpipe.serving.payload import parse_v2
+
+    assert parse_v2(v2(V2_GOOD, "abc"), SIGNATURE, 10).ids == ["abc"]
+    with pytest.raises(InvalidInput) as caught:
+        parse_v2(v2([*V2_GOOD, ("evil\nname", "FP64", [1.0])]), SIGNATURE, 10)
+    assert 'unknown input "evil\\nname"' in str(caught.value)
+    with pytest.raises(InvalidInput, match='input "amount" is given more than once'):
+        parse_v2(v2([*V2_GOOD, ("amount", "FP64", [3.0])]), SIGNATURE, 10)
+    with pytest.raises(InvalidInput) as caught:
+        parse_v2(v2([("amount", "FP\n64", [1.0]), *V2_GOOD[1:]]), SIGNATURE, 10)
+    assert 'datatype "FP\\n64" where a number' in str(caught.value)
+    with pytest.raises(InvalidInput, match=r'^"id": a request id must be'):
+        parse_v2(v2(V2_GOOD, "x" * 200), SIGNATURE, 10)
+
+
+def test_recent_ids_refuse_a_repeat_within_the_window_only() -> None:
+    from ctpipe.serving.payload import DuplicateRequestId, RecentIds
+
+    now = [0.0]
+    recent = RecentIds(max_ids=3, seconds=60, clock=lambda: now[0])
+    recent.claim(["a", "b"])
+    with pytest.raises(
+        DuplicateRequestId, match='request id "b" was already answered in the last 60s'
+    ):
+        recent.claim(["c", "b"])
+    recent.claim(["c"])  # the refused claim recorded nothing
+    now[0] = 61.0
+    recent.claim(["a"])  # aged out
+    recent.claim(["d", "e", "f"])
+    assert len(recent) == 3  # bounded by count: the oldest left first
+    recent.claim(["a"])
+    recent.release(["a"])  # its request failed: a retry is welcome
+    recent.claim(["a"])
+
+
+def test_a_duplicate_is_refused_before_predicting_and_a_failed_request_frees_its_ids() -> None:
+    from ctpipe.serving.model import ChampionModel
+    from ctpipe.serving.payload import DuplicateRequestId, RecentIds
+    from ctpipe.serving.source import Loaded, ModelSource
+
+    class Model:
+        def __init__(self) -> None:
+            self.fail = True
+
+        def predict_proba(self, frame: object) -> object:
+            if self.fail:
+                raise RuntimeError("out of memory")
+            return np.array([[0.25, 0.75]])
+
+    estimator = Model()
+    served = ChampionModel("m", ModelSource("models:/m/1"), recent_ids=RecentIds())
+    served.current = Loaded(estimator, "1", SIGNATURE, "classification", (0, 1))
+    batch = parse_v1({"instances": [GOOD]}, SIGNATURE, 10, "once")
+    with pytest.raises(RuntimeError):
+        served.predict(batch)
+    estimator.fail = False
+    assert served.predict(batch)["ids"] == ["once"]  # the retry of a failed request
+    with pytest.raises(DuplicateRequestId):
+        served.predict(parse_v1({"instances": [GOOD]}, SIGNATURE, 10, "once"))

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctpipe.errors import DataError
-from ctpipe.monitor import predlog
+from ctpipe.monitor import logwriter, predlog
 from ctpipe.monitor.predlog import Label, Prediction, PredictionLogWriter
 
 MODEL = "churn"
@@ -205,7 +205,7 @@ def test_failed_flush_keeps_rows_until_the_bucket_exists(s3: Any) -> None:
     writer = PredictionLogWriter(root, MODEL, max_seconds=3600)
     try:
         writer.append([pred("a"), pred("b"), pred("c")])
-        with pytest.raises(DataError, match=rf"{name}.*3 rows stay buffered"):
+        with pytest.raises(DataError, match=rf"{name}.*3 rows wait in memory only \(no journal\)"):
             writer.flush()
         assert writer.pending == 3
         assert writer.failed_flushes == 1
@@ -225,14 +225,14 @@ def test_background_flush_retries_after_a_failure(
 ) -> None:
     name = f"later-{uuid.uuid4().hex[:12]}"
     root = f"s3://{name}/log"
-    caplog.set_level(logging.WARNING, logger=predlog.__name__)
+    caplog.set_level(logging.WARNING, logger=logwriter.__name__)
     writer = PredictionLogWriter(root, MODEL, max_seconds=0.05)
     try:
         writer.append([pred("a"), pred("b")])
         wait_until(lambda: writer.failed_flushes >= 1, "a failed background flush")
         assert writer.pending == 2
         wait_until(
-            lambda: any("2 rows stay buffered" in r.getMessage() for r in caplog.records),
+            lambda: any("2 rows wait in memory only" in r.getMessage() for r in caplog.records),
             "the warning about the kept rows",
         )
 
@@ -255,7 +255,9 @@ def test_failing_writes_back_off_and_close_retries(tmp_path: Path) -> None:
     assert writer.failed_flushes == 1
     assert writer.pending == 2
 
-    with pytest.raises(DataError, match="2 rows stay buffered"):
+    with pytest.raises(
+        DataError, match=r"2 rows could not be written at close.*2 of them are in memory only"
+    ):
         writer.close()
     assert writer.pending == 2
 
@@ -432,7 +434,7 @@ def test_prediction_checks_its_fields() -> None:
 # ------------------------------------------------------------------------ labels
 
 
-def test_join_labels_counts_and_keeps_the_latest_label(tmp_path: Path) -> None:
+def test_join_labels_counts_and_drops_identical_duplicates(tmp_path: Path) -> None:
     labels_root = str(tmp_path / "labels")
     with PredictionLogWriter(str(tmp_path / "log"), MODEL) as writer:
         writer.append(
@@ -443,14 +445,15 @@ def test_join_labels_counts_and_keeps_the_latest_label(tmp_path: Path) -> None:
         labels_root,
         MODEL,
         [
-            Label("p0", 1, later),  # the later label, written first
+            Label("p0", 1, later),  # the later copy, written first
             Label("p1", 1, T0),
             Label("p2", 0),  # no labelled_at: older than any dated label
             Label("u1", 1, T0),
             Label("u2", 0, T0),
         ],
     )
-    predlog.write_labels(labels_root, MODEL, [Label("p0", 0, T0), Label("p2", 1, T0)])
+    # The same outcomes again (a label job that ran twice): harmless.
+    predlog.write_labels(labels_root, MODEL, [Label("p0", 1, T0), Label("p2", 0, T0)])
     # A label file from elsewhere: integer labels and no labelled_at column.
     foreign = tmp_path / "labels" / MODEL / "upstream" / "export.parquet"
     foreign.parent.mkdir(parents=True)
@@ -466,26 +469,51 @@ def test_join_labels_counts_and_keeps_the_latest_label(tmp_path: Path) -> None:
     assert sorted(joined.unmatched_examples) == ["u1", "u2"]
     rows = {r["request_id"]: r for r in joined.table.to_pylist()}
     assert {k: (r["prediction"], r["label"]) for k, r in rows.items()} == {
-        "p0": ("0", "1"),  # labelled later wins over written later
+        "p0": ("0", "1"),
         "p1": ("1", "1"),
-        "p2": ("0", "1"),  # the dated label beats the undated one
+        "p2": ("0", "0"),
         "p3": ("1", "1"),  # integer 1 reads as "1", like the prediction
     }
-    assert rows["p0"]["labelled_at"] == later
+    assert rows["p0"]["labelled_at"] == later  # of identical copies, the latest is kept
+    assert rows["p2"]["labelled_at"] == T0  # a dated copy beats an undated one
     assert joined.table.column_names[-2:] == [predlog.LABEL, predlog.LABELLED_AT]
 
     with pytest.raises(DataError, match=r"2 labels match no logged prediction.*u1"):
         joined.raise_if_unmatched()
 
 
+def test_labels_that_disagree_are_an_error_naming_ids_and_files(tmp_path: Path) -> None:
+    """Issue 15: a relabel used to win silently (the latest labelled_at); a request has one
+    true outcome, so two different labels for it mean one of them is wrong."""
+    root = str(tmp_path / "labels")
+    first = predlog.write_labels(
+        root, MODEL, [Label("a", 1, T0), Label("b", 0, T0), Label("c", "x", T0)]
+    )
+    second = predlog.write_labels(
+        root, MODEL, [Label("a", 0, T0 + timedelta(hours=1)), Label("b", 0), Label("c", "y")]
+    )
+    assert first and second
+    with pytest.raises(DataError) as info:
+        predlog.read_labels(root, MODEL)
+    message = str(info.value)
+    assert "2 request ids have labels that disagree" in message
+    assert f"a: '1' in {first}, '0' in {second}" in message
+    assert f"c: 'x' in {first}, 'y' in {second}" in message
+    assert "b:" not in message  # the same label twice is fine
+
+    table = pa.table({"request_id": ["a", "a"], "label": ["1", "0"]})
+    with pytest.raises(DataError, match=r"1 request ids have labels that disagree.*a: '1'"):
+        predlog.join_labels(pa.table({"request_id": ["a"]}), table)
+
+
 def test_join_without_unmatched_labels_passes() -> None:
     predictions = pa.table({"request_id": ["a", "b"], "prediction": ["1", "0"]})
-    labels = pa.table({"request_id": ["a", "a"], "label": ["1", "0"]})
+    labels = pa.table({"request_id": ["a", "a"], "label": ["0", "0"]})
     joined = predlog.join_labels(predictions, labels)
     joined.raise_if_unmatched()
     assert (joined.labelled, joined.unlabelled, joined.unmatched) == (1, 1, 0)
     assert joined.duplicate_labels == 1
-    assert joined.table["label"].to_pylist() == ["0"]  # same time: the later row wins
+    assert joined.table["label"].to_pylist() == ["0"]
 
     many = pa.table({"request_id": [f"x{i}" for i in range(9)], "label": ["1"] * 9})
     result = predlog.join_labels(predictions, many)
@@ -514,13 +542,18 @@ def test_write_labels_to_s3_and_nothing_to_write(s3: Any, bucket: str) -> None:
     ],
 )
 def test_a_feature_column_is_numbers_or_text(values: list[Any], expected: list[Any]) -> None:
-    assert predlog._feature_array(values).to_pylist() == expected
+    assert predlog.feature_array(values).to_pylist() == expected
 
 
 def test_a_request_batch_and_single_rows_land_in_one_table(tmp_path: Path) -> None:
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     batch = predlog.PredictionBatch(
-        ["b-0", "b-1"], now, 3, ["yes", "no"], [0.9, 0.1], {"x": [1.0, None], "c": ["a", "b"]}
+        ["b-0", "b-1"],
+        now,
+        3,  # type: ignore[arg-type]  # a number, as MLflow clients sometimes hand it over
+        ["yes", "no"],
+        [0.9, 0.1],
+        {"x": [1.0, None], "c": ["a", "b"]},
     )
     single = Prediction("s-0", now, "3", "yes", 0.7, {"x": 2.0, "extra": 5})
     with PredictionLogWriter(str(tmp_path), "m", max_rows=100, max_seconds=60) as writer:
@@ -556,4 +589,121 @@ def test_a_bad_batch_fails_the_request_that_made_it() -> None:
 )
 def test_prediction_text_of_a_column_matches_value_by_value(values: list[Any]) -> None:
     expected = [predlog.prediction_text(v) for v in values]
-    assert predlog._text_array(values).to_pylist() == expected
+    assert predlog.text_array(values).to_pylist() == expected
+
+
+# ------------------------------------------------ issue 15: dataset reads, duplicates
+
+
+def test_a_request_id_logged_twice_counts_once(tmp_path: Path) -> None:
+    """Before: a request id logged twice was two rows, counted twice toward
+    policy.min_new_rows (and matched its label twice)."""
+    root = str(tmp_path / "log")
+    with PredictionLogWriter(root, MODEL) as writer:
+        writer.append([pred("a", T0 + timedelta(minutes=5)), pred("b", T0)])
+    with PredictionLogWriter(root, MODEL) as writer:  # the same ids again, from elsewhere
+        writer.append(
+            [
+                Prediction("a", T0, "7", 0, 0.1, {"age": 1}),  # earlier: this one is first
+                Prediction("b", T0 + timedelta(days=1), "7", 0, 0.1, {}),  # another day
+            ]
+        )
+    table = predlog.read_predictions(root, MODEL)
+    rows = {r["request_id"]: (r["prediction"], r["timestamp"]) for r in table.to_pylist()}
+    assert table.num_rows == 2
+    assert rows == {"a": ("0", T0), "b": ("1", T0)}  # each id's first prediction
+
+    predlog.write_labels(str(tmp_path / "labels"), MODEL, [Label("a", 1), Label("b", 1)])
+    joined = predlog.join_labels(table, predlog.read_labels(str(tmp_path / "labels"), MODEL))
+    assert (joined.labelled, joined.unlabelled, joined.unmatched) == (2, 0, 0)
+
+    window = predlog.read_predictions(root, MODEL, since=T0 + timedelta(hours=12))
+    assert window[predlog.REQUEST_ID].to_pylist() == ["b"]  # only what the window holds
+
+
+def test_a_window_is_one_dataset_scan_with_column_projection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every file was read whole, one by one. Now one pyarrow.dataset scan reads the
+    columns asked for."""
+    write_days(tmp_path)
+
+    def file_by_file(uri: str) -> pa.Table:
+        raise AssertionError(f"{uri} was read on its own")
+
+    monkeypatch.setattr(predlog, "_read_prediction_file", file_by_file)
+    table = predlog.read_predictions(
+        str(tmp_path),
+        MODEL,
+        since=datetime(2024, 3, 10, tzinfo=UTC),
+        columns=[predlog.SCORE, predlog.REQUEST_ID],
+    )
+    assert table.column_names == [predlog.SCORE, predlog.REQUEST_ID]
+    assert table[predlog.REQUEST_ID].to_pylist() == ["d2-0030", "d2-1200", "d3-0100"]
+    with pytest.raises(ValueError, match="unknown prediction log column"):
+        predlog.read_predictions(str(tmp_path), MODEL, columns=["label"])
+
+
+def test_a_file_the_scan_cannot_cast_is_read_on_its_own(tmp_path: Path) -> None:
+    """Files from elsewhere: nanosecond stamps (cut to microseconds, as before) and an
+    integer request id; a real type error still names the file."""
+    folder = tmp_path / MODEL / "date=2024-03-10"
+    folder.mkdir(parents=True)
+    stamp = pa.array([1710072000123456789], pa.timestamp("ns", tz="UTC"))
+    pq.write_table(
+        pa.table(
+            {
+                "request_id": pa.array([7], pa.int64()),
+                "timestamp": stamp,
+                "model_name": [MODEL],
+                "model_version": ["1"],
+                "prediction": ["x"],
+                "score": [0.5],
+            }
+        ),
+        folder / "part-foreign.parquet",
+    )
+    table = predlog.read_predictions(str(tmp_path), MODEL)
+    assert table[predlog.REQUEST_ID].to_pylist() == ["7"]
+    assert table[predlog.TIMESTAMP].to_pylist() == [
+        datetime(2024, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
+    ]
+
+    pq.write_table(
+        pa.table(
+            {
+                "request_id": ["y"],
+                "timestamp": ["noon"],
+                "model_name": [MODEL],
+                "model_version": ["1"],
+                "prediction": ["x"],
+                "score": [0.5],
+            }
+        ),
+        folder / "part-text-stamps.parquet",
+    )
+    with pytest.raises(DataError, match=r"part-text-stamps\.parquet: column 'timestamp'"):
+        predlog.read_predictions(str(tmp_path), MODEL)
+
+
+def test_reading_sorts_by_time_copying_only_what_moves() -> None:
+    from ctpipe.monitor.logschema import by_time, rows_where
+
+    stamps = [0, 1, 2, 10, 11, 5, 6, 20, 21]
+    table = pa.table(
+        {
+            predlog.TIMESTAMP: pa.array(stamps, pa.int64()).cast(predlog.TIMESTAMP_TYPE),
+            "i": range(9),
+        }
+    )
+    ordered = by_time(table)
+    assert ordered["i"].to_pylist() == [0, 1, 2, 5, 6, 3, 4, 7, 8]
+    assert by_time(ordered.combine_chunks()) is not None
+    same = pa.table(
+        {predlog.TIMESTAMP: pa.array([0, 0, 1], pa.int64()).cast(predlog.TIMESTAMP_TYPE)}
+    )
+    assert by_time(same) is same
+    import numpy as np
+
+    kept = rows_where(table, np.array([1, 1, 0, 0, 1, 1, 1, 0, 1], bool))
+    assert kept["i"].to_pylist() == [0, 1, 4, 5, 6, 8]

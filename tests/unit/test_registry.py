@@ -81,9 +81,9 @@ def test_load_verifies_the_checksum(small_config: Config) -> None:
         registry.load_model(ref)
 
 
-def test_models_without_a_checksum_are_refused(small_config: Config) -> None:
+def test_models_without_a_blessing_are_refused(small_config: Config) -> None:
     ref = registry.ModelRef("m", "1", None, "models:/m/1", tags={})
-    with pytest.raises(RegistryError, match=r"no ctpipe\.model\.sha256 tag"):
+    with pytest.raises(RegistryError, match=r"no signed blessing \(ctpipe\.blessing tag\)"):
         registry.load_model(ref)
 
 

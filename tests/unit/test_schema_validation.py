@@ -518,6 +518,59 @@ def test_nan_counts_as_null_in_validation(check) -> None:
     assert (v.severity, v.count) == ("warning", 40)
 
 
+def test_infinite_and_overflowing_numbers_are_integrity_errors(check) -> None:
+    """inf fails scikit-learn, and so does 1e308 (inf once cast to float32, or squared),
+    with a message that names no column: validation names file, column, row and rule,
+    however soft the distribution rules are."""
+    a = with_values(new_a(), "x", {2: float("inf"), 5: float("-inf")})
+    b = with_values(new_b(), "x", {3: 1e308, 9: -1e39})
+    result, uris = check(a, b, distribution="soft")
+    infinite, overflow = only(result, "non_finite", "x"), only(result, "overflow", "x")
+    assert (infinite.severity, infinite.kind, infinite.count) == ("error", "integrity", 2)
+    assert infinite.files == {uris["a.parquet"]: 2}
+    assert infinite.examples == (
+        Location(uris["a.parquet"], 3, float("inf")),
+        Location(uris["a.parquet"], 6, float("-inf")),
+    )
+    assert (overflow.severity, overflow.kind, overflow.count) == ("error", "integrity", 2)
+    assert overflow.files == {uris["b.parquet"]: 2}
+    assert [e.row for e in overflow.examples] == [4, 10]
+    assert not any(v.rule == "out_of_range" for v in result.violations)
+    with pytest.raises(ValidationFailed) as info:
+        result.raise_if_failed()
+    message = str(info.value)
+    assert f"{uris['a.parquet']}: column 'x', rule non_finite (integrity):" in message
+    assert f"{uris['b.parquet']}: column 'x', rule overflow (integrity):" in message
+    assert "float32" in message and "1e+308 (row 4)" in message
+
+
+def test_large_finite_numbers_below_the_float32_limit_pass(check) -> None:
+    b = with_values(new_b(), "x", {0: 3.0e38, 1: -3.0e38})
+    result, _ = check(new_a(), b)
+    assert not any(v.rule in ("non_finite", "overflow") for v in result.violations)
+
+
+def test_regression_labels_must_be_finite(ingested, tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path / "state",
+        task="regression",
+        search={"candidates": [{"family": "linear"}]},
+        gate={"thresholds": {}},
+    )
+    values = {i: float(i % 7) for i in range(200)}
+    train, _ = ingested({"train.parquet": with_values(frame(200), "label", values, pa.float64())})
+    fitted = schema.infer(train, config)
+    labels = {1: float("inf"), 4: 1e300}
+    table, uris = ingested(
+        {"new.parquet": with_values(frame(100, 1000), "label", labels, pa.float64())}
+    )
+    result = validation.check(table, fitted, config.validation)
+    infinite, overflow = only(result, "non_finite", "label"), only(result, "overflow", "label")
+    assert infinite.examples == (Location(uris["new.parquet"], 2, float("inf")),)
+    assert overflow.examples == (Location(uris["new.parquet"], 5, 1e300),)
+    assert not result.passed
+
+
 @pytest.mark.parametrize(
     ("outside", "strictness", "severity"),
     [(1, "hard", None), (6, "hard", "warning"), (60, "hard", "error"), (60, "soft", "warning")],
@@ -736,3 +789,25 @@ def test_warnings_only_pass(check) -> None:
 def test_violation_lines_without_files() -> None:
     v = Violation("empty_data", "error", None, 0, "the data has no rows")
     assert v.lines() == ["rule empty_data (integrity): the data has no rows"]
+
+
+def test_a_first_run_on_broken_data_stores_no_schema(
+    ingested, config: Config, tmp_path: Path
+) -> None:
+    """Inferred from data that fails its own check, v1 would carry max = inf into every later
+    run: it is stored only once the data passed."""
+    from ctpipe import stages
+
+    table, _ = ingested({"a.parquet": with_values(frame(200), "x", {3: 1e308})})
+    pq.write_table(table, tmp_path / "data.parquet")
+    result = stages.validate(
+        config, str(tmp_path / "data.parquet"), str(tmp_path / "schema"), str(tmp_path / "report")
+    )
+    assert not result.passed and any(v.rule == "overflow" for v in result.violations)
+    assert schema.SchemaStore(config.state_dir, config.model_name).latest() is None
+    clean, _ = ingested({"a.parquet": frame(200)})
+    pq.write_table(clean, tmp_path / "clean.parquet")
+    assert stages.validate(
+        config, str(tmp_path / "clean.parquet"), str(tmp_path / "schema"), str(tmp_path / "report")
+    ).passed
+    assert schema.SchemaStore(config.state_dir, config.model_name).latest().version == 1
