@@ -108,6 +108,7 @@ __all__ = [
     "features_table",
     "join_labels",
     "prediction_text",
+    "read_history_and_window",
     "read_labels",
     "read_predictions",
     "text_array",
@@ -224,6 +225,21 @@ def read_predictions(
             dropped,
         )
     return table.select(list(wanted))
+
+
+def read_history_and_window(
+    root: str, model_name: str, *, now: datetime, window: timedelta
+) -> tuple[pa.Table, pa.Table]:
+    """What a monitor check reads: every prediction before `now` without its features (to
+    count and to join labels), and the rows of the last `window` with them (for drift).
+    Each row is read once, and only the window's features: a day of traffic is millions
+    of rows. The history keeps one row per request id, as read_predictions does."""
+    start = utc_or_fail(now, "now") - window
+    current = read_predictions(root, model_name, since=start, until=now)
+    older = read_predictions(root, model_name, until=start, columns=REQUIRED_PREDICTION_COLUMNS)
+    history = pa.concat_tables([older, current.select(list(REQUIRED_PREDICTION_COLUMNS))])
+    history, _ = _first_per_request(history)  # an id logged on both sides of the cut
+    return history, current
 
 
 def read_labels(labels_root: str, model_name: str) -> pa.Table:

@@ -210,13 +210,11 @@ def _judge(
     )
 
     # --- current window and data drift
-    # The whole history without its features (counts, the label join), and the features of
+    # The whole history without its features (counts, the label join), the features of
     # the current window only: a day of traffic is millions of rows, and the pod has 2 GiB.
-    root = predictions_root(config)
-    log = predlog.read_predictions(
-        root, config.model_name, until=now, columns=predlog.REQUIRED_PREDICTION_COLUMNS
+    log, current = predlog.read_history_and_window(
+        predictions_root(config), config.model_name, now=now, window=window
     )
-    current = predlog.read_predictions(root, config.model_name, since=now - window, until=now)
     drift_report = None
     if settings.triggers.data_drift and current.num_rows >= settings.min_rows:
         files = registry.download_reference(champion)

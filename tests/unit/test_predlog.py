@@ -707,3 +707,28 @@ def test_reading_sorts_by_time_copying_only_what_moves() -> None:
 
     kept = rows_where(table, np.array([1, 1, 0, 0, 1, 1, 1, 0, 1], bool))
     assert kept["i"].to_pylist() == [0, 1, 4, 5, 6, 8]
+
+
+def test_a_check_reads_the_history_without_features_and_the_window_with_them(
+    tmp_path: Path,
+) -> None:
+    with PredictionLogWriter(str(tmp_path), MODEL) as writer:
+        writer.append(
+            [
+                pred("old", T0 - timedelta(days=3)),
+                pred("twice", T0 - timedelta(days=2)),  # first logged before the window
+                pred("twice", T0 - timedelta(hours=1)),  # again inside it
+                pred("new", T0 - timedelta(minutes=5)),
+                pred("future", T0 + timedelta(minutes=5)),
+            ]
+        )
+    history, window = predlog.read_history_and_window(
+        str(tmp_path), MODEL, now=T0, window=timedelta(days=1)
+    )
+    # each id once (the first kept), in time order
+    assert history[predlog.REQUEST_ID].to_pylist() == ["old", "twice", "new"]
+    assert predlog.FEATURES not in history.column_names
+    assert history[predlog.TIMESTAMP][1].as_py() == T0 - timedelta(days=2)
+    assert window[predlog.REQUEST_ID].to_pylist() == ["twice", "new"]
+    assert predlog.FEATURES in window.column_names
+    assert predlog.features_table(window).num_rows == 2
