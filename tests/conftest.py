@@ -144,6 +144,28 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def mlflow_process(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`mlflow server` on a free loopback port with a sqlite store in `workdir`, plus
+    `args`; its log is workdir/mlflow-server.log."""
+    port = free_port()
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    with (workdir / "mlflow-server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}", *args,
+            ],
+            env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, process, timeout=90)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@contextlib.contextmanager
 def mlflow_service(s3_endpoint: str, workdir: Path) -> Iterator[str]:
     """An MLflow tracking server on loopback: sqlite behind it, artifacts on S3 (bucket
     `mlflow`, created here), as a cluster runs it."""
@@ -156,24 +178,11 @@ def mlflow_service(s3_endpoint: str, workdir: Path) -> Iterator[str]:
         aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
         region_name=S3_ENV["AWS_DEFAULT_REGION"],
     ).create_bucket(Bucket="mlflow")
-    port = free_port()
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    env = {**os.environ, **S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
-    with (workdir / "mlflow-server.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
-                "--artifacts-destination", "s3://mlflow/artifacts",
-            ],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            wait_for_port(port, process, timeout=90)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    env = {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    with mlflow_process(
+        workdir, "--artifacts-destination", "s3://mlflow/artifacts", env=env
+    ) as url:
+        yield url
 
 
 @pytest.fixture

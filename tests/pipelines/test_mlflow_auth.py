@@ -6,18 +6,15 @@ loads as usual."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ctpipe import registry
-from tests.conftest import free_port, make_config, wait_for_port
+from tests.conftest import make_config, mlflow_process
 from tests.unit.test_registry import _model, _register
 
 pytestmark = pytest.mark.services
@@ -27,34 +24,25 @@ USER, PASSWORD = "ctpipe", "a-password-for-this-test-only"
 
 
 @pytest.fixture
-def auth_server(tmp_path: Path) -> str:
+def auth_server(tmp_path: Path) -> Iterator[str]:
     ini = (ROOT / "manifests/base/mlflow-basic-auth.ini").read_text()
     ini = ini.replace("sqlite:////mlflow/basic_auth.db", f"sqlite:///{tmp_path / 'auth.db'}")
     (tmp_path / "basic_auth.ini").write_text(ini)
-    port = free_port()
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
     env = {
-        **os.environ,
         "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "basic_auth.ini"),
         "MLFLOW_AUTH_ADMIN_USERNAME": USER,
         "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key",
     }
-    with (tmp_path / "mlflow.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                "--artifacts-destination", str(tmp_path / "artifacts"), "--app-name", "basic-auth",
-            ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
-        try:
-            wait_for_port(port, process, timeout=90)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    with mlflow_process(
+        tmp_path,
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--app-name",
+        "basic-auth",
+        env=env,
+    ) as url:
+        yield url
 
 
 def test_mlflow_with_basic_auth(

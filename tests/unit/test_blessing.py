@@ -139,21 +139,26 @@ def test_the_blessing_records_the_gate_evidence(small_config: Config) -> None:
     assert found.evidence == evidence
 
 
-def test_a_hot_reload_of_an_unblessed_version_keeps_serving_the_old_one(
-    small_config: Config, tmp_path: Path
-) -> None:
-    model, example = _model(small_config)
-    v1 = _register(small_config, model, example)
-    registry.promote(small_config, v1, expected_champion=None)
+def _serving_a_champion(config: Config, model: Any, example: Any) -> tuple[str, ChampionModel]:
+    """v1 registered, promoted and loaded by a predictor that follows the alias."""
+    v1 = _register(config, model, example)
+    registry.promote(config, v1, expected_champion=None)
     served = ChampionModel(
-        small_config.model_name,
+        config.model_name,
         ModelSource(
-            f"models:/{small_config.model_name}@champion",
-            registry.tracking_uri(small_config.state_dir),
+            f"models:/{config.model_name}@champion", registry.tracking_uri(config.state_dir)
         ),
         reload_seconds=0,
     )
     served.load()
+    return v1, served
+
+
+def test_a_hot_reload_of_an_unblessed_version_keeps_serving_the_old_one(
+    small_config: Config, tmp_path: Path
+) -> None:
+    model, example = _model(small_config)
+    v1, served = _serving_a_champion(small_config, model, example)
     _smuggle(small_config, tmp_path / "unpickled")
     assert served.reload_if_moved() is False
     assert served.current is not None and served.current.version == v1
@@ -181,17 +186,7 @@ class BreaksAfterSaving:
 
 def test_a_model_that_fails_its_input_example_is_not_swapped_in(small_config: Config) -> None:
     model, example = _model(small_config)
-    v1 = _register(small_config, model, example)
-    registry.promote(small_config, v1, expected_champion=None)
-    served = ChampionModel(
-        small_config.model_name,
-        ModelSource(
-            f"models:/{small_config.model_name}@champion",
-            registry.tracking_uri(small_config.state_dir),
-        ),
-        reload_seconds=0,
-    )
-    served.load()
+    v1, served = _serving_a_champion(small_config, model, example)
     v2 = _register(small_config, BreaksAfterSaving(model), example)  # blessed, but broken
     registry.promote(small_config, v2, expected_champion=v1)
     assert served.reload_if_moved() is False
