@@ -47,15 +47,17 @@ def model_outputs(model: Any, frame: Any, task: str) -> Outputs:
 def align(outputs: Outputs, classes: tuple[Any, ...]) -> np.ndarray:
     """Probabilities re-ordered to `classes`; a class the model never saw gets 0."""
     assert outputs.proba is not None and outputs.classes is not None
-    index = {_key(c): i for i, c in enumerate(outputs.classes)}
+    index = {class_key(c): i for i, c in enumerate(outputs.classes)}
     columns = [
-        outputs.proba[:, index[_key(c)]] if _key(c) in index else np.zeros(len(outputs.proba))
+        outputs.proba[:, index[class_key(c)]]
+        if class_key(c) in index
+        else np.zeros(len(outputs.proba))
         for c in classes
     ]
     return np.column_stack(columns)
 
 
-def _key(label: Any) -> str:
+def class_key(label: Any) -> str:
     # 1, 1.0 and "1" are the same class whichever file format they came through.
     if isinstance(label, float) and label.is_integer():
         label = int(label)
@@ -77,8 +79,8 @@ class Target:
     def of(cls, y: Any, task: str, classes: tuple[Any, ...] = ()) -> Target:
         if task == "regression":
             return cls(task, np.asarray(y, dtype=float))
-        index = {_key(c): i for i, c in enumerate(classes)}
-        encoded = np.array([index.get(_key(v), -1) for v in y], dtype=np.int64)
+        index = {class_key(c): i for i, c in enumerate(classes)}
+        encoded = np.array([index.get(class_key(v), -1) for v in y], dtype=np.int64)
         return cls(task, encoded, classes)
 
 

@@ -394,6 +394,7 @@ def final_refit(
     """
     import shutil
 
+    import joblib
     import numpy as np
 
     from ctpipe import evaluation
@@ -402,7 +403,7 @@ def final_refit(
     from ctpipe.training.families import training_threads
     from ctpipe.training.search import TrainResult
 
-    blessed_model = load_step_model(blessed_path, blessed_metadata)  # handed on or used: checked
+    verify_step_model(blessed_path, blessed_metadata)  # handed on or compared: checked first
     trained = TrainResult.from_metadata(blessed_metadata)
     blessed = Refit(
         trained,
@@ -423,7 +424,7 @@ def final_refit(
     test = tables.read(test_path)
     fitted = fit.fit(trained.candidate, window, schema, config, training_threads())
     frame, labels = fit.features_and_labels(test, schema)
-    before = evaluation.model_outputs(blessed_model, frame, config.task)
+    before = evaluation.model_outputs(joblib.load(blessed_path), frame, config.task)
     after = evaluation.model_outputs(fitted.model, frame, config.task)
     if config.task == "classification":
         measure = "changed_label_share"

@@ -592,10 +592,13 @@ def check_label_domain(
         rule, expected = "numeric_label", "finite numbers"
         fix = "write the measured values as numbers"
     else:
-        # Both spellings of a class: evaluation's (True -> 'True') and the log's ('true').
-        known = {_class_text(c) for c in classes} | {predlog.prediction_text(c) for c in classes}
-        unexpected = {v: n for v, n in seen.items() if v not in known}
-        names = ", ".join(repr(_class_text(c)) for c in classes)
+        # As the metric will match them: the log's spelling of each class, 1 == 1.0.
+        from ctpipe.evaluation import class_key
+
+        spelled = [predlog.prediction_text(c) for c in classes]
+        known = {class_key(n) for n in spelled}
+        unexpected = {v: n for v, n in seen.items() if class_key(v) not in known}
+        names = ", ".join(repr(n) for n in spelled)
         rule, expected = "label_domain", f"among the model's classes {names}"
         fix = (
             "write labels with the values the model was trained on (a class it never "
@@ -617,13 +620,6 @@ def check_label_domain(
         f"{config.model_name} v{version} have labels that are not {expected}: {shown} "
         f"(request ids such as {ids}); {fix}"
     )
-
-
-def _class_text(value: Any) -> str:
-    # As evaluation.Target matches classes: 1, 1.0 and "1" are the same class.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
 
 
 def _finite_number(text: Any) -> bool:
