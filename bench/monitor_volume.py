@@ -7,7 +7,7 @@ writer's table schema, one file per date per flush) with the old 10 s flush: 8,6
 day per replica. Labels arrive an hour late, one label file per hour.
 
   uncompacted  the check over those files
-  compacted    `ctpipe log compact` (ctpipe.monitor.compact.compact), then the check again
+  compacted    `ctpipe log compact` (ctpipe.predlog.compact.compact), then the check again
   old reader   (for information) the file-by-file reader the check used before, on the
                uncompacted files
 
@@ -43,9 +43,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ctpipe import storage
-from ctpipe.monitor import compact, logfiles, predlog
-from ctpipe.monitor.logschema import for_file, parquet_bytes, split_by_date
+from ctpipe import predlog, storage
+from ctpipe.predlog import compact, reader
+from ctpipe.predlog import files as logfiles
+from ctpipe.predlog.format import for_file, parquet_bytes, split_by_date
 
 TARGET_COMPACTED_S = 10.0
 MODEL = "volume"
@@ -156,8 +157,8 @@ def monitor_check(root: Path, labels: Path, now: datetime, read: Callable[..., p
 def old_reader(root: str, model: str, *, until: datetime) -> pa.Table:
     """The reader before issue 15: every file read on its own, then concatenated."""
     base = storage.join(root, model)
-    files = predlog._log_files(base, None, until)
-    table = predlog._read_one_by_one(files, None, until)
+    files = reader._log_files(base, None, until)
+    table = reader._read_one_by_one(files, None, until)
     return table.sort_by([(predlog.TIMESTAMP, "ascending")])
 
 

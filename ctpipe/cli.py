@@ -193,8 +193,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from ctpipe.monitor import compact
     from ctpipe.monitor.runner import predictions_root
+    from ctpipe.predlog import compact
 
     config = _config(args.config)[0]
     try:

@@ -389,7 +389,7 @@ def _predict(model: Any, part: pa.Table, config: Config) -> tuple[np.ndarray, np
 def _log_predictions(
     config: Config, part: pa.Table, version: str, names: np.ndarray, scores: np.ndarray
 ) -> None:
-    from ctpipe.monitor import predlog
+    from ctpipe import predlog
 
     reserved = {config.target, config.timestamp, config.id_column}
     feature_names = [c for c in part.column_names if c not in reserved]
@@ -414,7 +414,7 @@ def _log_predictions(
 
 
 def _reveal_labels(config: Config, part: pa.Table) -> None:
-    from ctpipe.monitor import predlog
+    from ctpipe import predlog
 
     ids = part.column(config.id_column or "request_id").to_pylist()
     labels = part.column(config.target).to_pylist()

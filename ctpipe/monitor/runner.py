@@ -36,12 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctpipe import preflight, registry, storage
+from ctpipe import predlog, preflight, registry, storage
 from ctpipe.config import METRICS, Config, parse_duration
 from ctpipe.data.schema import PendingChange, SchemaStore
 from ctpipe.errors import CtpipeError, DataError
 from ctpipe.monitor import policy as policy_module
-from ctpipe.monitor import predlog, triggers
+from ctpipe.monitor import triggers
 from ctpipe.monitor.policy import Decision
 from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
 from ctpipe.monitor.submit import RunRef, SubmitError, Submitter, short_error

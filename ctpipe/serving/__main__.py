@@ -137,7 +137,7 @@ def tracking_uri(config_path: str | None) -> str | None:
 
 
 def build_model(args: argparse.Namespace) -> Any:
-    from ctpipe.monitor.predlog import PredictionLogWriter
+    from ctpipe.predlog import PredictionLogWriter
     from ctpipe.serving.model import ChampionModel
     from ctpipe.serving.payload import RecentIds
     from ctpipe.serving.source import ModelSource

@@ -10,7 +10,7 @@ from typing import Any
 import kserve
 from kserve.protocol.infer_type import InferRequest
 
-from ctpipe.monitor.predlog import PredictionBatch, PredictionLogWriter
+from ctpipe.predlog import PredictionBatch, PredictionLogWriter
 from ctpipe.serving import metrics
 from ctpipe.serving.http import log_safe
 from ctpipe.serving.payload import (

@@ -19,10 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ctpipe import blessing, registry, storage
+from ctpipe import blessing, predlog, registry, storage
 from ctpipe.config import Config
 from ctpipe.data import synthetic
-from ctpipe.monitor import predlog
 from ctpipe.pipelines.local import Containers, LocalRun, run_local
 from tests.conftest import S3_ENV, free_port, make_config, mlflow_service
 from tests.containers.conftest import Images, env_flags, podman, report

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ctpipe import registry
+from ctpipe import predlog, registry
 from ctpipe.config import Config
 from ctpipe.data import synthetic
 from ctpipe.errors import DataError
-from ctpipe.monitor import policy, predlog
+from ctpipe.monitor import policy
 from ctpipe.monitor.runner import labels_root, predictions_root, run_monitor
 from ctpipe.monitor.state import MonitorStore
 from ctpipe.monitor.submit import LocalSubmitter, RunOutcome, RunRef

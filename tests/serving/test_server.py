@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from ctpipe import registry
+from ctpipe import predlog, registry
 from ctpipe.config import Config
 from ctpipe.data import synthetic
-from ctpipe.monitor import predlog
 from ctpipe.serving import metrics
 from tests.serving.conftest import Server, start_server, train_and_register
 

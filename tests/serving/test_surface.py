@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from ctpipe import predlog
 from ctpipe.config import Config
-from ctpipe.monitor import predlog
 from ctpipe.serving import metrics
 from tests.serving.conftest import Server, start_server
 from tests.serving.test_server import rows, v2_inputs

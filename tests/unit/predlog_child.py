@@ -23,8 +23,8 @@ import time
 from datetime import UTC, datetime
 
 from ctpipe.errors import DataError
-from ctpipe.monitor import logfiles
-from ctpipe.monitor.predlog import PredictionBatch, PredictionLogWriter
+from ctpipe.predlog import PredictionBatch, PredictionLogWriter
+from ctpipe.predlog import files as logfiles
 
 MODEL = "child"
 

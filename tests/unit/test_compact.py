@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctpipe import cli, storage
+from ctpipe import cli, predlog, storage
 from ctpipe.errors import DataError
-from ctpipe.monitor import compact, logfiles, predlog
-from ctpipe.monitor.compact import LOCK_NAME
-from ctpipe.monitor.predlog import Prediction, PredictionLogWriter
+from ctpipe.predlog import Prediction, PredictionLogWriter, compact
+from ctpipe.predlog import files as logfiles
+from ctpipe.predlog import reader as log_reader
+from ctpipe.predlog.compact import LOCK_NAME
 
 MODEL = "churn"
 T0 = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
@@ -148,14 +149,14 @@ def test_readers_never_see_both_or_neither_while_compaction_runs(
     root = str(tmp_path)
     ids = set(write_small_files(root, 40, rows=3))
     doubled: list[int] = []
-    real = predlog._first_per_request
+    real = log_reader._first_per_request
 
     def count_doubles(table: pa.Table) -> tuple[pa.Table, int]:
         kept, dropped = real(table)
         doubled.append(dropped)  # a reader that saw old and new files would drop rows here
         return kept, dropped
 
-    monkeypatch.setattr(predlog, "_first_per_request", count_doubles)
+    monkeypatch.setattr(log_reader, "_first_per_request", count_doubles)
     reads: list[set[str]] = []
     errors: list[BaseException] = []
     stop = threading.Event()

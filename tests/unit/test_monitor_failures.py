@@ -14,10 +14,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from ctpipe import cli, registry
+from ctpipe import cli, predlog, registry
 from ctpipe.config import Config
 from ctpipe.errors import DataError
-from ctpipe.monitor import predlog
 from ctpipe.monitor.runner import check_label_domain
 from ctpipe.monitor.state import MonitorStore
 from tests.conftest import free_port, make_config

@@ -1,4 +1,4 @@
-"""ctpipe.monitor.predlog: the prediction log writer and reader, on disk and on S3 (moto)."""
+"""ctpipe.predlog: the prediction log writer and reader, on disk and on S3 (moto)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ctpipe import predlog
 from ctpipe.errors import DataError
-from ctpipe.monitor import logwriter, predlog
-from ctpipe.monitor.predlog import Label, Prediction, PredictionLogWriter
+from ctpipe.predlog import Label, Prediction, PredictionLogWriter, reader
+from ctpipe.predlog import writer as logwriter
 
 MODEL = "churn"
 T0 = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
@@ -319,7 +320,7 @@ def test_time_window_is_half_open(tmp_path: Path) -> None:
     assert timestamps == sorted(timestamps)
 
 
-@pytest.mark.parametrize("days_wide", [1, predlog.PREFIX_LISTING_MAX_DAYS + 30])
+@pytest.mark.parametrize("days_wide", [1, reader.PREFIX_LISTING_MAX_DAYS + 30])
 def test_reads_open_only_the_date_folders_of_the_window(tmp_path: Path, days_wide: int) -> None:
     write_days(tmp_path)
     # A corrupt file in a folder outside the window: reading it would fail.
@@ -518,7 +519,7 @@ def test_join_without_unmatched_labels_passes() -> None:
     many = pa.table({"request_id": [f"x{i}" for i in range(9)], "label": ["1"] * 9})
     result = predlog.join_labels(predictions, many)
     assert result.unmatched == 9
-    assert len(result.unmatched_examples) == predlog.UNMATCHED_EXAMPLES
+    assert len(result.unmatched_examples) == reader.UNMATCHED_EXAMPLES
 
 
 def test_write_labels_to_s3_and_nothing_to_write(s3: Any, bucket: str) -> None:
@@ -631,7 +632,7 @@ def test_a_window_is_one_dataset_scan_with_column_projection(
     def file_by_file(uri: str) -> pa.Table:
         raise AssertionError(f"{uri} was read on its own")
 
-    monkeypatch.setattr(predlog, "_read_prediction_file", file_by_file)
+    monkeypatch.setattr(reader, "_read_prediction_file", file_by_file)
     table = predlog.read_predictions(
         str(tmp_path),
         MODEL,
@@ -687,7 +688,7 @@ def test_a_file_the_scan_cannot_cast_is_read_on_its_own(tmp_path: Path) -> None:
 
 
 def test_reading_sorts_by_time_copying_only_what_moves() -> None:
-    from ctpipe.monitor.logschema import by_time, rows_where
+    from ctpipe.predlog.format import by_time, rows_where
 
     stamps = [0, 1, 2, 10, 11, 5, 6, 20, 21]
     table = pa.table(

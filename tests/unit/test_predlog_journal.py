@@ -19,11 +19,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from ctpipe import predlog
 from ctpipe.errors import DataError
-from ctpipe.monitor import journal as journal_module
-from ctpipe.monitor import logfiles, predlog
-from ctpipe.monitor.logschema import predictions_table
-from ctpipe.monitor.predlog import Prediction, PredictionBatch, PredictionLogWriter
+from ctpipe.predlog import Prediction, PredictionBatch, PredictionLogWriter
+from ctpipe.predlog import files as logfiles
+from ctpipe.predlog import journal as journal_module
+from ctpipe.predlog.format import predictions_table
 
 MODEL = "churn"
 CHILD = Path(__file__).with_name("predlog_child.py")

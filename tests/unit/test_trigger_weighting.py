@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ctpipe import evaluation, registry
+from ctpipe import evaluation, predlog, registry
 from ctpipe.config import Config, Policy
 from ctpipe.data import scenarios
-from ctpipe.monitor import policy, predlog, runner, triggers
+from ctpipe.monitor import policy, runner, triggers
 from ctpipe.monitor.triggers import Interval, TriggerResult
 from tests.conftest import make_config
 

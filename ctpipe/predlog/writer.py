@@ -5,7 +5,7 @@ A row travels in three steps:
 1. `append` puts it in a memory buffer: a lock and a list extend, so the request path never
    waits for I/O. The buffer holds at most `max_buffer_rows`; rows beyond that are lost.
 2. Every `journal_seconds` (1 s) a thread turns the buffer into one Arrow table and appends
-   it to the local journal (ctpipe.monitor.journal), fsync'd. From then on the row survives
+   it to the local journal (ctpipe.predlog.journal), fsync'd. From then on the row survives
    SIGKILL, an OOM kill and a power cut. Without a journal, or while appending to it fails
    (a full or broken disk), the table waits in memory instead, up to `max_memory_bytes`;
    beyond that rows are lost. Tables that waited move to the journal once it works again.
@@ -35,20 +35,26 @@ import pyarrow as pa
 
 from ctpipe import storage
 from ctpipe.errors import DataError
-from ctpipe.monitor import logfiles
-from ctpipe.monitor.journal import Journal, JournalFull, Segment
-from ctpipe.monitor.logschema import (
+from ctpipe.predlog import files as logfiles
+from ctpipe.predlog.format import (
+    LABEL,
+    LABELLED_AT,
+    REQUEST_ID,
+    TIMESTAMP_TYPE,
+    Label,
     Logged,
     Prediction,
     PredictionBatch,
     check_model_name,
     for_file,
     parquet_bytes,
+    prediction_text,
     predictions_table,
     rows_in,
     split_by_date,
     unify,
 )
+from ctpipe.predlog.journal import Journal, JournalFull, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -602,3 +608,25 @@ class PredictionLogWriter:
                 f"{lost} rows were lost before (buffer, memory and journal full or failing)"
             )
         return "; ".join(sentences)
+
+
+def write_labels(labels_root: str, model_name: str, labels: Iterable[Label]) -> str | None:
+    """Write one new label file; returns its URI, or None when there were no labels."""
+    check_model_name(model_name)
+    rows = list(labels)
+    if not rows:
+        return None
+    table = pa.table(
+        {
+            REQUEST_ID: pa.array([r.request_id for r in rows], pa.string()),
+            LABEL: pa.array([prediction_text(r.label) for r in rows], pa.string()),
+            LABELLED_AT: pa.array([r.labelled_at for r in rows], TIMESTAMP_TYPE),
+        }
+    )
+    folder = storage.join(str(labels_root), model_name)
+    data = parquet_bytes(table)
+    for _ in range(3):
+        uri = storage.join(folder, logfiles.part_name(logfiles.new_stamp(), logfiles.new_token()))
+        if logfiles.write_new(uri, data):
+            return uri
+    raise DataError(f"{folder}: no free part file name after 3 tries")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ctpipe.monitor.logfiles import fsync_dir, new_stamp, new_token
+from ctpipe.predlog.files import fsync_dir, new_stamp, new_token
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A partition's live files smaller than `small_bytes` are merged, in name order, i
 `compact-*.parquet`, its rows sorted by time (several files when their rows take more
 than `max_output_bytes` of memory, which bounds what one merge holds). Its footer lists every file it replaces; it is
 written with one atomic create (a local link, an S3 PUT), and only then are the old files
-deleted. Readers skip listed files (ctpipe.monitor.logfiles), so at every moment they see
+deleted. Readers skip listed files (ctpipe.predlog.files), so at every moment they see
 either the old files or the compact one, never both and never neither; a reader that
 listed the old files just before they went lists again.
 
@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 
 from ctpipe import storage
 from ctpipe.errors import DataError
-from ctpipe.monitor import logfiles
-from ctpipe.monitor.logfiles import DATE_FOLDER_PREFIX, Entry, Footer
-from ctpipe.monitor.logschema import (
+from ctpipe.predlog import files as logfiles
+from ctpipe.predlog.files import DATE_FOLDER_PREFIX, Entry, Footer
+from ctpipe.predlog.format import (
     FEATURES,
     PREDICTION_TYPES,
     by_time,

@@ -1,24 +1,6 @@
-"""The prediction log: what a model served, and the labels that arrive later.
+"""Reading the prediction log: windows of predictions, labels, and their join.
 
-Layout, under a local directory or an s3:// prefix:
-
-    <root>/<model_name>/date=YYYY-MM-DD/part-<UTC yyyymmddTHHMMSSffffff>-<hex>.parquet
-    <root>/<model_name>/date=YYYY-MM-DD/compact-<UTC yyyymmddTHHMMSSffffff>-<hex>.parquet
-    <labels_root>/<model_name>/part-<UTC yyyymmddTHHMMSSffffff>-<hex>.parquet
-
-The date folder is the UTC date of the rows' own timestamps, not of the write, so a read
-for a time window opens only the folders that window covers. Writers only ever add files
-(ctpipe.monitor.logwriter: journaled, one file per date every 5 minutes or 64 MiB);
-compaction (ctpipe.monitor.compact) merges a folder's small files into one, and readers
-skip the files a compact file replaced (ctpipe.monitor.logfiles). Files outside `date=`
-folders are not part of the log and are skipped.
-
-A request id is logged once; should it appear twice (a journal replayed over a file that
-was already written, a client that reuses ids), readers keep its first prediction. A
-request has one true outcome: label rows for one id that disagree are an error naming the
-id and the files; identical ones are harmless.
-
-Records, columns and types: ctpipe.monitor.logschema.
+Layout and rules: ctpipe.predlog. Records, columns and types: ctpipe.predlog.format.
 """
 
 from __future__ import annotations
@@ -26,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -38,82 +20,30 @@ import pyarrow.compute as pc
 from ctpipe import storage
 from ctpipe.data import tables
 from ctpipe.errors import DataError
-from ctpipe.monitor import logfiles
-from ctpipe.monitor.distinct import all_distinct, equal_pairs
-from ctpipe.monitor.logfiles import DATE_FOLDER_PREFIX, PARQUET_SUFFIX, PART_PREFIX, date_folder
-from ctpipe.monitor.logschema import (
+from ctpipe.predlog import files as logfiles
+from ctpipe.predlog.distinct import all_distinct, equal_pairs
+from ctpipe.predlog.files import DATE_FOLDER_PREFIX, PARQUET_SUFFIX, date_folder
+from ctpipe.predlog.format import (
     ALL_PREDICTION_COLUMNS,
     FEATURES,
     LABEL,
     LABEL_SCHEMA,
     LABELLED_AT,
-    MODEL_NAME,
-    MODEL_VERSION,
-    PREDICTION,
     PREDICTION_TYPES,
     REQUEST_ID,
     REQUIRED_LABEL_COLUMNS,
     REQUIRED_PREDICTION_COLUMNS,
-    SCORE,
     TIMESTAMP,
     TIMESTAMP_TYPE,
-    Label,
-    Logged,
-    Prediction,
-    PredictionBatch,
     by_time,
     check_model_name,
     check_prediction_schema,
     empty_features,
-    feature_array,
     feature_struct,
-    parquet_bytes,
-    prediction_text,
     rows_where,
-    text_array,
     unify,
     utc_or_fail,
 )
-from ctpipe.monitor.logwriter import MAX_RETRY_SECONDS, PredictionLogWriter
-
-__all__ = [
-    "ALL_PREDICTION_COLUMNS",
-    "DATE_FOLDER_PREFIX",
-    "FEATURES",
-    "LABEL",
-    "LABELLED_AT",
-    "LABEL_SCHEMA",
-    "MAX_RETRY_SECONDS",
-    "MODEL_NAME",
-    "MODEL_VERSION",
-    "PARQUET_SUFFIX",
-    "PART_PREFIX",
-    "PREDICTION",
-    "PREDICTION_TYPES",
-    "REQUEST_ID",
-    "REQUIRED_LABEL_COLUMNS",
-    "REQUIRED_PREDICTION_COLUMNS",
-    "SCORE",
-    "TIMESTAMP",
-    "TIMESTAMP_TYPE",
-    "Label",
-    "LabelledPredictions",
-    "Logged",
-    "Prediction",
-    "PredictionBatch",
-    "PredictionLogWriter",
-    "date_folder",
-    "empty_predictions",
-    "feature_array",
-    "features_table",
-    "join_labels",
-    "prediction_text",
-    "read_history_and_window",
-    "read_labels",
-    "read_predictions",
-    "text_array",
-    "write_labels",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -125,31 +55,6 @@ CONFLICT_EXAMPLES = 5
 READ_THREADS = 16
 # A compaction may replace files between our listing and our reading them: list again.
 READ_ATTEMPTS = 5
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def write_labels(labels_root: str, model_name: str, labels: Iterable[Label]) -> str | None:
-    """Write one new label file; returns its URI, or None when there were no labels."""
-    check_model_name(model_name)
-    rows = list(labels)
-    if not rows:
-        return None
-    table = pa.table(
-        {
-            REQUEST_ID: pa.array([r.request_id for r in rows], pa.string()),
-            LABEL: pa.array([prediction_text(r.label) for r in rows], pa.string()),
-            LABELLED_AT: pa.array([r.labelled_at for r in rows], TIMESTAMP_TYPE),
-        }
-    )
-    folder = storage.join(str(labels_root), model_name)
-    data = parquet_bytes(table)
-    for _ in range(3):
-        uri = storage.join(folder, logfiles.part_name(logfiles.new_stamp(), logfiles.new_token()))
-        if logfiles.write_new(uri, data):
-            return uri
-    raise DataError(f"{folder}: no free part file name after 3 tries")
 
 
 # --------------------------------------------------------------------------- reading
