@@ -60,9 +60,9 @@ MIX_DRIFTED = np.array([0.14, 0.16, 0.17, 0.18, 0.17, 0.18])  # Jensen-Shannon 0
 STEP = """
 import sys
 from pathlib import Path
-from ctpipe.drift import ReferenceProfile, check, read_window
+from ctpipe.drift import ReferenceProfile, compare, read_window
 profile = ReferenceProfile.from_bytes(Path(sys.argv[1]).read_bytes())
-report = check(profile, read_window(sys.argv[2], profile))
+report = compare(profile, read_window(sys.argv[2], profile))
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "scipy", "evidently", "sklearn"})
 status = Path("/proc/self/status")
 peak = [line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM")]
@@ -122,7 +122,7 @@ def prepare(rows: int, work: Path) -> tuple[Path, Path, Path]:
 
 def ours(profile_path: Path, cur_path: Path) -> drift.DriftReport:
     profile = ReferenceProfile.from_bytes(profile_path.read_bytes())
-    return drift.check(profile, drift.read_window(cur_path, profile))
+    return drift.compare(profile, drift.read_window(cur_path, profile))
 
 
 def floor(profile: ReferenceProfile, ref_path: Path, cur_path: Path) -> None:
@@ -252,7 +252,7 @@ def main() -> None:
         _, n_cur, n_profile = files[n]
         found, false_alarms, tiny = detection(ours(n_profile, n_cur))
         n_reference = ReferenceProfile.from_bytes(n_profile.read_bytes())
-        holm = drift.check(
+        holm = drift.compare(
             n_reference, drift.read_window(n_cur, n_reference), DriftSettings(method="holm")
         )
         h_found, h_false, h_tiny = detection(holm)

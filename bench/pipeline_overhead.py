@@ -3,7 +3,7 @@
 Both sides start from nothing (fresh state, fresh MLflow store) and run the same stage
 functions on the same data with the shipped search space:
 
-  in-process  stages.run_in_process: every step as a plain call in one Python process,
+  in-process  ctpipe.pipelines.in_process: every step as a plain call in one Python process,
               candidates one after another, all CPUs each;
   pipeline    `ctpipe run`'s path: kfp.local, one fresh process per step, two steps at
               a time (kfp.local's cap), half the CPUs each.
@@ -36,6 +36,7 @@ from pathlib import Path
 from ctpipe import config as config_module
 from ctpipe import stages, steplog
 from ctpipe.data import synthetic
+from ctpipe.pipelines.in_process import run_in_process
 from ctpipe.training.families import THREADS_ENV
 
 TARGET = 1.25
@@ -122,7 +123,7 @@ def _measure(side: str, config: config_module.Config, where: Path) -> float:
 
 def _in_process(config: config_module.Config, where: Path, cpus: int) -> None:
     os.environ[THREADS_ENV] = str(cpus)
-    steps = stages.run_in_process(
+    steps = run_in_process(
         config.replace(state_dir=str(where / "state-inprocess")), where / "inprocess"
     ).seconds
     print("  ".join(f"{k} {v:.1f}" for k, v in steps.items()))

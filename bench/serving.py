@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 
 from ctpipe import config as config_module
-from ctpipe import registry, stages
+from ctpipe import registry
 from ctpipe.data import synthetic
 from ctpipe.infra_validation import v2_request
+from ctpipe.pipelines.in_process import run_in_process
 
 OVERHEAD_TARGET_MS = 2.0
 LOGGING_TARGET = 0.10
@@ -59,7 +60,7 @@ def train(work: Path) -> Any:
         {"family": "hist_gradient_boosting", "params": {"max_iter": 100}}
     ]
     config = config_module.from_dict(raw)
-    stages.run_in_process(config, work / "run", infra=False)
+    run_in_process(config, work / "run", infra=False)
     return config
 
 

@@ -17,11 +17,11 @@ def deploy(
     version is, so this step never imports MLflow."""
     from ctpipe import stages, steplog
     from ctpipe.config import from_dict
-    from ctpipe.deploy import ModelLocation
 
     with steplog.step("deploy") as say:
-        location = ModelLocation(version, sha256, storage_uri or None)
-        result = stages.deploy(from_dict(config), manifest.path, location=location)
+        result = stages.deploy_registered(
+            from_dict(config), manifest.path, version, sha256, storage_uri
+        )
         manifest.metadata.update(
             {"service": result.service, "version": result.version, "applied": result.applied}
         )

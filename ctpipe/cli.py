@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ctpipe import __version__
 from ctpipe import config as config_module
@@ -152,7 +152,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _submitter(args: argparse.Namespace) -> Any:
-    from ctpipe.monitor.submit import KfpSubmitter, LocalSubmitter
+    from ctpipe.pipelines.submit import KfpSubmitter, LocalSubmitter
 
     backend = args.submit or os.environ.get("CTPIPE_SUBMIT", "local")
     if backend == "kfp":
@@ -160,6 +160,13 @@ def _submitter(args: argparse.Namespace) -> Any:
     if backend == "local":
         return LocalSubmitter(verbose=False, out=sys.stdout if args.verbose else None)
     raise ConfigError(f"--submit: expected local or kfp, got {backend!r}")
+
+
+def _replay_submitter(log: IO[str]) -> Any:
+    """A replay's retraining runs: kfp.local, their output into the replay's log file."""
+    from ctpipe.pipelines.submit import LocalSubmitter
+
+    return LocalSubmitter(out=log)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -220,7 +227,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     several = "," in args.policy
     policies = policy_comparison.parse_policies(args.policy) if several else []
     if not several:
-        simulate.Policy.parse(args.policy)
+        simulate.ReplayStrategy.parse(args.policy)
     base = _config(args.config)[0]
     base = base.replace(
         target=args.target, timestamp=args.time, model_name=args.model_name or base.model_name
@@ -244,6 +251,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         policy=args.policy,
         initial_batches=args.initial_batches,
         train_window=args.train_window,
+        submitter_for=_replay_submitter,
     )
     _report_simulation(sim)
     return 0
@@ -273,6 +281,7 @@ def _simulate_policies(args: argparse.Namespace, base: Config, policies: list[st
             policy=policy,
             initial_batches=args.initial_batches,
             train_window=args.train_window,
+            submitter_for=_replay_submitter,
         )
         _report_simulation(sim)
         summaries.append(sim.summary())
@@ -324,6 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         label_delay=1,
         policy="auto",
         initial_batches=4,
+        submitter_for=_replay_submitter,
     )
     _report_simulation(sim)
     return 0
@@ -416,17 +426,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ctpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # One --config for every command that reads the config (argparse parents).
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument(
+        "--config",
+        help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present, else the embedded default)",
+    )
+    _run_command(commands, config_option)
+    _compile_command(commands)
+    _init_command(commands)
+    _generate_command(commands)
+    _schema_command(commands, config_option)
+    _monitor_command(commands, config_option)
+    _log_command(commands, config_option)
+    _simulate_command(commands, config_option)
+    _serve_command(commands, config_option)
+    _deploy_command(commands, config_option)
+    _demo_command(commands)
+    return parser
 
+
+def _run_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     run = commands.add_parser(
         "run",
+        parents=[config_option],
         help="run the pipeline locally with kfp.local",
         description="Run the continuous-training pipeline on this machine (kfp.local, one process per step): "
         "ingest, validate, split, train every candidate, select, evaluate against the champion, and register "
         "the winner when the gate blesses it. Exits non-zero when a step fails; the champion is then unchanged.",
-    )
-    run.add_argument(
-        "--config",
-        help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present, else the embedded default)",
     )
     run.add_argument("--data", help="override data.uri: a file, directory, glob or s3:// prefix")
     run.add_argument(
@@ -459,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+
+def _compile_command(commands: Any) -> None:
     comp = commands.add_parser(
         "compile",
         help="compile the pipeline to YAML for the Kubeflow dashboard",
@@ -476,11 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", help="write here instead (with --profile cpu or gpu)")
     comp.set_defaults(func=cmd_compile)
 
+
+def _init_command(commands: Any) -> None:
     init = commands.add_parser("init", help=f"write the documented default {DEFAULT_CONFIG_NAME}")
     init.add_argument("path", nargs="?", default=DEFAULT_CONFIG_NAME)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=cmd_init)
 
+
+def _generate_command(commands: Any) -> None:
     gen = commands.add_parser(
         "generate", help="write the built-in synthetic dataset (CSV, Parquet or JSON Lines)"
     )
@@ -503,8 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--concept", type=float, default=0.0, help="drift: how far the labelling rule moves (0..1)"
     )
     gen.set_defaults(func=cmd_generate)
+
+
+def _schema_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     schema = commands.add_parser(
         "schema",
+        parents=[config_option],
         help="show the stored data schema, accept a proposed change, or infer a new version",
         description="Validation checks new data against the newest stored schema version. 'show' prints it "
         "and any change waiting for approval; 'accept' stores the change a run proposed under "
@@ -514,14 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("action", choices=("show", "accept", "infer"))
     schema.add_argument("--run", help="with accept: the run whose proposed change to store")
-    schema.add_argument(
-        "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
-    )
     schema.add_argument("--data", help="override data.uri")
     schema.set_defaults(func=cmd_schema)
 
+
+def _monitor_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     monitor = commands.add_parser(
         "monitor",
+        parents=[config_option],
         help="judge the champion's recent traffic; submit a retraining run when a trigger fires",
         description="The CronJob entry point. Reads the prediction log and delayed labels, runs the drift "
         "engine against the champion's training profile, evaluates the triggers (schedule, data drift, "
@@ -531,9 +568,6 @@ def build_parser() -> argparse.ArgumentParser:
         "until a run ends (--manual submits one anyway). Writes a JSON record of every decision. Exits 0 "
         "for 'no action', 'held back', 'submitted' (even when the run failed: it is recorded) and "
         "'blocked'; non-zero only on error. Safe to rerun.",
-    )
-    monitor.add_argument(
-        "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
     )
     monitor.add_argument(
         "--submit",
@@ -570,8 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     monitor.set_defaults(func=cmd_monitor)
 
+
+def _log_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     log = commands.add_parser(
         "log",
+        parents=[config_option],
         help="maintain the prediction log: merge each date's small files into one",
         description="compact: in every date= folder of the prediction log (monitor.predictions), merge the "
         "files smaller than --small-mb into one file, then delete them. Readers see the old files or the "
@@ -579,7 +616,6 @@ def build_parser() -> argparse.ArgumentParser:
         "at a time per model (a lock next to the log). The monitor's CronJob runs it before each check.",
     )
     log.add_argument("action", choices=("compact",))
-    log.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)")
     log.add_argument(
         "--days",
         type=int,
@@ -598,15 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     log.set_defaults(func=cmd_log)
 
+
+def _simulate_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     sim = commands.add_parser(
         "simulate",
+        parents=[config_option],
         help="replay a time-ordered dataset as a stream to compare retraining policies",
         description="Replays DATA in time order: trains a first champion, then for each batch predicts it "
         "(before its labels are known), logs the predictions, reveals labels LABEL_DELAY batches late, runs "
         "the monitor, and runs the real pipeline when a trigger fires. Prints a timeline and writes "
         "summary.json (prequential metric, retrains, compute time) and timeline.png. With several "
         "policies (--policy never,schedule:4,auto) it replays each and writes one comparison table "
-        "and plot.",
+        "and plot. The search space and the gate come from --config.",
     )
     sim.add_argument(
         "--data",
@@ -645,10 +684,6 @@ def build_parser() -> argparse.ArgumentParser:
         "config without data.window trains on; a short window suits abrupt concept drift)",
     )
     sim.add_argument(
-        "--config",
-        help="search space and gate come from here (default: ./ctpipe.yaml or the embedded default)",
-    )
-    sim.add_argument(
         "--model-name", help="registered model name for the replay (default: the config's)"
     )
     sim.add_argument(
@@ -658,15 +693,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--force", action="store_true", help="replace an existing output folder")
     sim.set_defaults(func=cmd_simulate)
 
+
+def _serve_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
         "serve",
+        parents=[config_option],
         help="serve the champion locally (KServe v1/v2 REST), logging every request for the monitor",
         description="Runs the same predictor as the serving image: loads models:/<model_name>@champion from "
         "the config's MLflow store, follows the alias when it moves (hot reload), validates requests against "
         "the model's signature, logs every request to the prediction log, and exposes /metrics.",
-    )
-    serve.add_argument(
-        "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
     )
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
@@ -679,8 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-log", action="store_true", help="do not write the prediction log")
     serve.set_defaults(func=cmd_serve)
 
+
+def _deploy_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
     dep = commands.add_parser(
         "deploy",
+        parents=[config_option],
         help="render, promote or roll back the champion's KServe InferenceService",
         description="render: the InferenceService for the champion (or --version) at deploy.canary_traffic_percent. "
         "promote: the champion at 100%% of traffic. rollback: make the 'previous' version the champion again and "
@@ -688,7 +726,6 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise it is printed.",
     )
     dep.add_argument("action", choices=("render", "promote", "rollback"))
-    dep.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)")
     dep.add_argument(
         "--version", help="a registered version instead of the champion (render, promote)"
     )
@@ -698,6 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dep.set_defaults(func=cmd_deploy)
 
+
+def _demo_command(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="simulate the built-in stream with an abrupt and a gradual drift"
     )
@@ -707,7 +746,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder, replaced on each run (default: ./ctpipe-demo)",
     )
     demo.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

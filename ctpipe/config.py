@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from ctpipe.errors import ConfigError
-from ctpipe.training.families import FAMILIES, WEIGHTED_FAMILIES
+from ctpipe.options import (
+    AUTO,
+    FAMILIES,
+    WEIGHTED_FAMILIES,
+    parse_duration,
+    parse_span,
+    parse_window,
+)
 
 Task = Literal["classification", "regression"]
 
@@ -32,17 +39,6 @@ METRICS: dict[str, dict[str, bool]] = {
 }
 
 DEFAULT_CONFIG_NAME = "ctpipe.yaml"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """'90d' -> seconds. Units: s, m, h, d, w."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"expected a duration such as '90d' or '12h', got {text!r}")
-    return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -203,19 +199,70 @@ class Gate:
     on_champion_error: Literal["fail", "thresholds"] = "fail"
 
 
-@dataclass(frozen=True)
-class DriftRule:
-    """How per-column drift statistics become a verdict (see ctpipe.drift)."""
+DriftMethod = Literal["effect_size", "holm"]
+DriftThresholds = Literal["fixed", "calibrated"]
 
-    method: Literal["effect_size", "holm"] = "effect_size"
+
+class InvalidField(ValueError):
+    """A config class's own check of one of its values, made however the class is made (from
+    YAML, in code, from a stored record); `from_dict` reports it at the key's path."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """How per-column drift statistics become a verdict: `monitor.drift`, and what
+    ctpipe.drift.compare reads.
+
+    method: "effect_size" compares numeric wasserstein_norm with `numeric_threshold` and
+    categorical jensen_shannon with `categorical_threshold`; "holm" corrects the KS and
+    chi-square p-values of all columns together and flags those it rejects at `alpha`.
+    share: the dataset has drifted when at least this fraction of its columns has.
+    psi_bins: reference-quantile bins for numeric PSI (reported, never a verdict).
+    thresholds: "calibrated" holds each column to the larger of its kind's threshold and
+    the threshold the profile calibrated for it (see ctpipe.drift.profile.calibrate), where
+    there is one; "fixed" uses the kind's threshold only. Method "holm" ignores it.
+    """
+
+    method: DriftMethod = "effect_size"
     numeric_threshold: float = 0.1  # normalised Wasserstein-1 (effect_size)
     categorical_threshold: float = 0.1  # Jensen-Shannon distance (effect_size)
     alpha: float = 0.05  # family-wise error rate (holm)
     share: float = 0.25  # dataset drift when at least this share of columns drifted
+    psi_bins: int = 10  # reference-quantile bins for numeric PSI (reported, never a verdict)
     # calibrated: each column's threshold is also at least what its own training data
     # varies by from one monitor window to the next (seasonal data does not drift by
     # being seasonal); fixed: the thresholds above only.
-    thresholds: Literal["fixed", "calibrated"] = "calibrated"
+    thresholds: DriftThresholds = "calibrated"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("method", DriftMethod), ("thresholds", DriftThresholds)):
+            value = getattr(self, name)
+            if value not in get_args(allowed):
+                choices = ", ".join(repr(a) for a in get_args(allowed))
+                raise InvalidField(name, f"expected one of {choices}, got {_describe(value)}")
+        for name in ("share", "alpha"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise InvalidField(name, f"expected a fraction between 0 and 1, got {value}")
+        for name in ("numeric_threshold", "categorical_threshold"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise InvalidField(name, f"expected a positive number, got {value}")
+        bins = self.psi_bins
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+            raise InvalidField("psi_bins", f"expected an integer >= 2, got {bins!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DriftSettings:
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -239,7 +286,9 @@ class Triggers:
 
 
 @dataclass(frozen=True)
-class Policy:
+class RetrainPolicy:
+    """When a fired trigger may submit a run (the `monitor.policy` section)."""
+
     cooldown: str = "6h"  # no new run this soon after the last one (or the champion's birth)
     min_new_rows: int = 1000  # labelled predictions newer than the champion's training data
     claim_ttl: str = "2h"  # a claimed submission that never completed is retried after this
@@ -257,9 +306,9 @@ class Monitor:
     window: str = "1d"  # the current window: predictions this recent
     min_rows: int = 200  # fewer rows in the window: no drift verdict
     report_rows: int = 5000  # bound on each side of the evidently HTML report; 0: no reports
-    drift: DriftRule = field(default_factory=DriftRule)
+    drift: DriftSettings = field(default_factory=DriftSettings)
     triggers: Triggers = field(default_factory=Triggers)
-    policy: Policy = field(default_factory=Policy)
+    policy: RetrainPolicy = field(default_factory=RetrainPolicy)
     experiment: str = "ctpipe"  # KFP experiment for submitted runs
     pipeline_name: str = "continuous-training"  # KFP pipeline to run (its newest version)
     pipeline_version: str | None = None  # a specific version id instead
@@ -512,7 +561,10 @@ def _build_dataclass(cls: Any, value: Any, path: str, source: str) -> Any:
             kwargs[f.name] = _build(hints[f.name], value[f.name], where, source)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise _fail(source, where, "required key is missing")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except InvalidField as exc:  # a class that checks its own values (DriftSettings)
+        raise _fail(source, f"{path}.{exc.name}" if path else exc.name, exc.message) from None
 
 
 def _check(config: Config, source: str) -> None:
@@ -698,19 +750,17 @@ def _check(config: Config, source: str) -> None:
 
 
 def _check_train(config: Config, source: str) -> None:
-    from ctpipe.training import windows
-
     train = config.train
     try:
-        spec = windows.parse(train.window)
+        spec = parse_window(train.window)
     except ValueError as exc:
         raise _fail(source, "train.window", str(exc)) from None
-    if spec.kind == windows.AUTO:
+    if spec.kind == AUTO:
         if len(train.auto_windows) < 2:
             raise _fail(source, "train.auto_windows", "expected at least two windows to compare")
         for i, text in enumerate(train.auto_windows):
             try:
-                if windows.parse(text).kind == windows.AUTO:
+                if parse_window(text).kind == AUTO:
                     raise ValueError("auto cannot be one of the windows it chooses from")
             except ValueError as exc:
                 raise _fail(source, f"train.auto_windows[{i}]", str(exc)) from None
@@ -720,7 +770,7 @@ def _check_train(config: Config, source: str) -> None:
         )
     if train.half_life is not None:
         try:
-            windows.parse_span(train.half_life, allow_share=False)
+            parse_span(train.half_life, allow_share=False)
         except ValueError as exc:
             raise _fail(source, "train.half_life", str(exc)) from None
         unweighted = [
@@ -758,20 +808,15 @@ def _check_monitor(config: Config, source: str) -> None:
                 parse_duration(text)
             except ValueError as exc:
                 raise _fail(source, path, str(exc)) from None
-    rule = monitor.drift
-    for path, value in (
-        ("monitor.drift.share", rule.share),
-        ("monitor.drift.alpha", rule.alpha),
-        ("monitor.triggers.performance_confidence", monitor.triggers.performance_confidence),
-    ):
-        if not 0 < value < 1:
-            raise _fail(source, path, f"expected a fraction between 0 and 1, got {value}")
-    for path, value in (
-        ("monitor.drift.numeric_threshold", rule.numeric_threshold),
-        ("monitor.drift.categorical_threshold", rule.categorical_threshold),
-    ):
-        if value <= 0:
-            raise _fail(source, path, f"expected a positive number, got {value}")
+
+    # monitor.drift checks itself (DriftSettings.__post_init__) while it is built.
+    confidence = monitor.triggers.performance_confidence
+    if not 0 < confidence < 1:
+        raise _fail(
+            source,
+            "monitor.triggers.performance_confidence",
+            f"expected a fraction between 0 and 1, got {confidence}",
+        )
     if not 0 < monitor.triggers.large_drift_share <= 1:
         raise _fail(
             source,

@@ -181,6 +181,64 @@ def all_metrics(target: Target, scores: Scores) -> dict[str, float]:
     return {name: metric_value(name, target, scores) for name in METRICS[target.task]}
 
 
+# ------------------------------------------------------------ labelled predictions
+
+
+def performance_metric(task: str, classes: int, chosen: str | None = None) -> str:
+    """The metric that judges a model on its labelled predictions: `chosen` when set,
+    else rmse (regression), ROC AUC (two classes) or accuracy."""
+    if chosen:
+        return chosen
+    if task == "regression":
+        return "rmse"
+    return "roc_auc" if classes == 2 else "accuracy"
+
+
+@dataclass(frozen=True)
+class LabelledScore:
+    """A metric of labelled predictions, with the target and scores it was computed on
+    (for a bootstrap interval, or a check of which classes the labels hold)."""
+
+    metric: str  # the one computed: hard predictions score accuracy
+    value: float  # nan where the metric is undefined (ROC AUC of one class)
+    target: Target
+    scores: Scores
+
+
+def score_labelled(
+    metric: str,
+    task: str,
+    truth: Any,
+    predicted: Any = None,
+    *,
+    positive: Any = None,
+    classes: tuple[Any, ...] = (),
+) -> LabelledScore:
+    """Score predictions as they are kept after serving: the label, the predicted value
+    or class, and for ROC AUC the positive class's probability.
+
+    Regression scores `predicted` as numbers. ROC AUC scores `positive` (only that is
+    needed) against `classes`, whose second is the positive class. Every other
+    classification metric is accuracy of the predicted classes: nothing more than the
+    predicted class is kept for more than two classes. Without `classes`, the labels
+    seen are the classes.
+    """
+    if task == "regression":
+        target = Target.of(np.asarray(truth, dtype=float), "regression")
+        scores = np.asarray(predicted, dtype=float)
+    elif metric == "roc_auc":
+        target = Target.of(truth, "classification", classes)
+        probability = np.asarray(positive, dtype=float)
+        scores = np.column_stack([1.0 - probability, probability])
+    else:
+        metric = "accuracy"
+        names = classes or tuple(sorted(set(truth)))
+        target = Target.of(truth, "classification", names)
+        hard = Target.of(predicted, "classification", names).values
+        scores = np.eye(len(names))[np.clip(hard, 0, None)]
+    return LabelledScore(metric, metric_value(metric, target, scores), target, scores)
+
+
 # ------------------------------------------------------------------------ bootstrap
 
 

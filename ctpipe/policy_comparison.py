@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ctpipe.errors import ConfigError
-from ctpipe.simulate import Policy
+from ctpipe.simulate import ReplayStrategy
 
 MARKDOWN_FILE = "comparison.md"
 JSON_FILE = "comparison.json"
@@ -43,9 +43,9 @@ def parse_policies(text: str) -> list[str]:
     items = [item.strip() for item in text.split(",")]
     if any(not item for item in items):
         raise ConfigError(f"--policy: empty item in {text!r}; separate policies with one comma")
-    seen: dict[Policy, str] = {}
+    seen: dict[ReplayStrategy, str] = {}
     for item in items:
-        policy = Policy.parse(item)
+        policy = ReplayStrategy.parse(item)
         if policy in seen:
             earlier = f" (as {seen[policy]!r})" if seen[policy] != item else ""
             raise ConfigError(

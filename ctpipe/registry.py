@@ -19,11 +19,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctpipe import storage
 from ctpipe.config import Config
 from ctpipe.errors import RegistryError
+
+if TYPE_CHECKING:
+    from ctpipe.data.schema import Schema
+    from ctpipe.evaluation import Evaluation
+    from ctpipe.training.search import TrainResult
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -256,10 +261,10 @@ def load_model_dir(path: Path, expected_sha256: str, label: str) -> Any:
 
 
 def download_reference(ref: ModelRef) -> Any:
-    """The champion's training snapshot (see ctpipe.reference), downloaded to a temp dir."""
+    """The champion's training snapshot (see ctpipe.drift.profile), downloaded to a temp dir."""
     import mlflow.artifacts
 
-    from ctpipe import reference
+    from ctpipe.drift import profile as reference
 
     if not ref.run_id:
         raise RegistryError(f"{ref.name} v{ref.version} has no MLflow run, so no reference data")
@@ -472,6 +477,99 @@ def log_and_register(
     for key, value in {**version_tags, TAG_MODEL_SHA256: checksum, **signed}.items():
         mlflow_client.set_model_version_tag(config.model_name, version, key, value)
     return run.info.run_id, version
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A blessed challenger as the registry records it: the directory infra validation
+    served, the gate's decision, and where it came from (data, schema, fit, run)."""
+
+    saved: SavedModel
+    trained: TrainResult  # the selection record: candidate and validation score
+    evaluation: Evaluation  # the gate's decision; blessed
+    schema: Schema  # as stored: the champion and its schema move together
+    dataset: dict[str, Any]  # ingest's metadata (source, content_hash, rows, time_max)
+    fit: dict[str, Any]  # what it learned from, and the final refit's record (TAG_FIT)
+    kfp_run_id: str
+    kfp_run_name: str
+    reason: str
+
+    def tags(self) -> dict[str, str]:
+        schema, dataset, result = self.schema, self.dataset, self.evaluation
+        return {
+            TAG_DATASET_URI: str(dataset.get("source", "")),
+            TAG_DATASET_HASH: str(dataset.get("content_hash", "")),
+            TAG_DATASET_ROWS: str(dataset.get("rows", "")),
+            TAG_DATA_TIME_MAX: str(dataset.get("time_max") or ""),
+            TAG_KFP_RUN_ID: self.kfp_run_id,
+            TAG_KFP_RUN_NAME: self.kfp_run_name,
+            TAG_SCHEMA_VERSION: str(schema.version),
+            TAG_SCHEMA_CHANGES: json.dumps(
+                {
+                    "from": schema.parent_version,
+                    "to": schema.version,
+                    "changes": list(schema.changes),
+                }
+                if schema.changes
+                else {}
+            ),
+            TAG_REASON: self.reason,
+            TAG_CANDIDATE: self.trained.candidate.id,
+            TAG_TEST_METRICS: json.dumps({k: round(v, 6) for k, v in result.metrics.items()}),
+            TAG_CLASSES: json.dumps(list(self.saved.classes)),
+            TAG_FIT: json.dumps(self.fit, sort_keys=True),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        metrics = {f"test_{k}": v for k, v in self.evaluation.metrics.items()}
+        metrics[f"validation_{self.trained.metric}"] = self.trained.score
+        metrics.update(self.evaluation.gate_figures())
+        return metrics
+
+    def params(self) -> dict[str, Any]:
+        params = {"family": self.trained.candidate.family, **self.trained.candidate.params}
+        # The device it trained on, not the "auto" asked for.
+        if self.saved.train_device is not None:
+            params["device"] = self.saved.train_device
+        return params
+
+    def evidence(self) -> dict[str, Any]:
+        """What the blessing signs: the gate's figures and the run that decided."""
+        return {**self.evaluation.evidence(), "kfp_run_id": self.kfp_run_id, "reason": self.reason}
+
+
+def register_challenger(
+    config: Config,
+    challenger: Challenger,
+    *,
+    profile: str,
+    sample: str,
+    expected_champion: str | None,
+) -> tuple[str, ModelRef, str | None]:
+    """Log and register `challenger` with its training snapshot (`profile`, `sample`; see
+    ctpipe.drift.profile), then make it the champion unless the champion moved from
+    `expected_champion` (see `promote`). Returns (run_id, the stored version, the
+    champion it replaced)."""
+    from ctpipe.drift import profile as reference
+
+    result = challenger.evaluation
+    run_id, version = log_and_register(
+        config,
+        challenger.saved,
+        run_name=challenger.kfp_run_name or f"ctpipe-{challenger.trained.candidate.id}",
+        params=challenger.params(),
+        metrics=challenger.metrics(),
+        tags=challenger.tags(),
+        texts={"schema.json": challenger.schema.to_json(), "evaluation.md": result.markdown()},
+        files={
+            f"{reference.ARTIFACT_DIR}/{reference.PROFILE_FILE}": profile,
+            f"{reference.ARTIFACT_DIR}/{reference.SAMPLE_FILE}": sample,
+        },
+        evidence=challenger.evidence(),
+    )
+    mlflow_client = client(config)
+    previous = promote(config, version, expected_champion, mlflow_client)
+    return run_id, version_ref(mlflow_client, config.model_name, version), previous
 
 
 def promote(

@@ -23,18 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctpipe import config as config_module
-from ctpipe import registry
+from ctpipe import evaluation, registry
 from ctpipe.config import Config
 from ctpipe.data import tables
 from ctpipe.errors import ConfigError, DataError
-from ctpipe.monitor.submit import short_error
+from ctpipe.monitor.submit import RunRef, SubmitError, Submitter, short_error
 
 POLICIES = ("never", "schedule:K", "drift", "performance", "auto")
 # `auto` is every trigger, as the shipped config runs them: data drift, performance and
@@ -45,12 +45,14 @@ AUTO_BACKSTOP_BATCHES = 8
 
 
 @dataclass(frozen=True)
-class Policy:
+class ReplayStrategy:
+    """Which triggers the replayed monitor runs: one `--policy` value."""
+
     kind: str  # never | schedule | drift | performance | auto
     every: int = 0  # batches, for schedule
 
     @classmethod
-    def parse(cls, text: str) -> Policy:
+    def parse(cls, text: str) -> ReplayStrategy:
         if text in ("never", "drift", "performance", "auto"):
             return cls(text)
         if text.startswith("schedule:"):
@@ -130,9 +132,14 @@ def load_stream(path: str, time_column: str) -> pa.Table:
 
 
 def prepare_config(
-    base: Config, out_dir: Path, policy: Policy, batch_span: float, batch: int, delay: int
+    base: Config,
+    out_dir: Path,
+    strategy: ReplayStrategy,
+    batch_span: float,
+    batch: int,
+    delay: int,
 ) -> Config:
-    """The config the replay runs with: state under out_dir, triggers set by the policy.
+    """The config the replay runs with: state under out_dir, triggers set by the strategy.
 
     Durations are in the data's own time: the monitor's window is one batch, and a
     schedule of K batches is K batch-spans of model age.
@@ -145,26 +152,26 @@ def prepare_config(
     triggers = dataclasses.replace(
         monitor.triggers,
         max_model_age=(
-            span(policy.every + delay - 0.5)
-            if policy.kind == "schedule"
+            span(strategy.every + delay - 0.5)
+            if strategy.kind == "schedule"
             else span(AUTO_BACKSTOP_BATCHES + delay - 0.5)
-            if policy.kind == "auto"
+            if strategy.kind == "auto"
             else None
         ),
-        data_drift=policy.kind in ("drift", "auto"),
-        concept_drift=policy.kind == "auto",
+        data_drift=strategy.kind in ("drift", "auto"),
+        concept_drift=strategy.kind == "auto",
         min_labelled=min(monitor.triggers.min_labelled, batch),
         # The newest labels are `delay` batches old at a check: with a delay of 0 or 1
         # they are in time (performance decides), from 2 on data drift may act alone.
         # A config's null (drift always acts alone) stays null.
         label_horizon=span(1.5) if monitor.triggers.label_horizon is not None else None,
     )
-    if policy.kind not in ("performance", "auto"):
+    if strategy.kind not in ("performance", "auto"):
         triggers = dataclasses.replace(triggers, performance_floor=None, performance_margin=None)
     rules = dataclasses.replace(
         monitor.policy,
-        cooldown=span(2.5 if policy.kind == "auto" else 0.5),
-        min_new_rows=2 * batch if policy.kind != "schedule" else 0,
+        cooldown=span(2.5 if strategy.kind == "auto" else 0.5),
+        min_new_rows=2 * batch if strategy.kind != "schedule" else 0,
         retry_backoff=span(0.5),  # after a failed run: the next batch, then 1, 2, 4 batches on
         max_retry_backoff=span(8.0),
     )
@@ -195,11 +202,64 @@ def run(
     initial_batches: int = 4,
     train_window: int | None = None,
     say: Callable[[str], None] = print,
+    submitter_for: Callable[[IO[str]], Submitter],
 ) -> Simulation:
-    from ctpipe.monitor.runner import run_monitor
-    from ctpipe.monitor.submit import LocalSubmitter, SubmitError
+    """Replay `stream` in batches under the strategy `policy` (a `--policy` value), with
+    everything written under out_dir.
 
-    chosen = Policy.parse(policy)
+    `submitter_for` makes the submitter of the replay's runs from the file their
+    logs go to (the wiring's local submitter: the core never imports the pipeline)."""
+    strategy = ReplayStrategy.parse(policy)
+    count = _check_replay(stream, base, batch, label_delay, initial_batches)
+    stream, base = _with_request_ids(stream, base)
+    batch_span = _batch_span(stream, base, batch, count)
+    config = prepare_config(base, out_dir, strategy, batch_span, batch, label_delay)
+    (out_dir / "train").mkdir(parents=True, exist_ok=True)
+    log_file = (out_dir / "pipeline-runs.log").open("w")
+    submitter = submitter_for(log_file)
+    replay = _Replay(
+        stream,
+        config,
+        submitter,
+        Simulation(out_dir, str(strategy), "", drift_threshold=config.monitor.drift.share),
+        batch=batch,
+        label_delay=label_delay,
+        first=initial_batches,
+        count=count,
+        # By default a retrain sees every labelled row so far, as a config without data.window
+        # does: a window shorter than a season forgets what the season before taught.
+        train_window=train_window or stream.num_rows,
+        say=say,
+    )
+    first = replay.train_first_champion()
+    if first.failed:  # nothing to replay without a champion
+        log_file.close()
+        raise SubmitError(
+            f"the first training run failed: {first.error}; see {out_dir / 'pipeline-runs.log'}"
+        )
+    if not first.blessed:
+        raise DataError("the first champion was not blessed; check gate.thresholds for this data")
+    say(f"champion v{first.champion_version} is live")
+    replay.start_timeline()
+    for index in range(initial_batches, count):
+        replay.step(index)
+    for late in range(max(initial_batches, count - label_delay), count):
+        replay.score(late)
+    log_file.close()
+    sim = replay.finish()
+    _final_report(
+        config,
+        base.monitor.report_rows,
+        replay.rows(count - 1, count),
+        out_dir / "drift-report.html",
+    )
+    return sim
+
+
+def _check_replay(
+    stream: pa.Table, base: Config, batch: int, label_delay: int, initial_batches: int
+) -> int:
+    """The number of whole batches, once the options and the data allow a replay."""
     if batch < 10:
         raise ConfigError(f"--batch: expected at least 10 rows, got {batch}")
     if label_delay < 0:
@@ -215,91 +275,137 @@ def run(
             raise DataError(
                 f"column {column!r} is not in the data (columns: {', '.join(stream.column_names)})"
             )
+    return count
+
+
+def _with_request_ids(stream: pa.Table, base: Config) -> tuple[pa.Table, Config]:
+    """The stream with an id column, and the config naming it: the log joins labels by
+    request id."""
     id_column = base.id_column or "request_id"
-    if id_column not in stream.column_names:  # the log joins labels by request id
+    if id_column not in stream.column_names:
         ids = pa.array([f"row-{i:08d}" for i in range(stream.num_rows)])
         stream = stream.append_column(id_column, ids)
-    base = base.replace(id_column=id_column)
-    # By default a retrain sees every labelled row so far, as a config without data.window
-    # does: a window shorter than a season forgets what the season before taught.
-    train_window = train_window or stream.num_rows
-    times = stream.column(base.timestamp).cast(pa.int64()).to_numpy() / 1e6
-    batch_span = float(np.median(np.diff(times[: count * batch : batch]))) if count > 1 else 3600.0
-    config = prepare_config(base, out_dir, Policy.parse(policy), batch_span, batch, label_delay)
-    (out_dir / "train").mkdir(parents=True, exist_ok=True)
-    log_file = (out_dir / "pipeline-runs.log").open("w")
-    submitter = LocalSubmitter(out=log_file)
-    sim = Simulation(out_dir, str(chosen), "", drift_threshold=config.monitor.drift.share)
-    clock = {"pipeline": 0.0, "monitor": 0.0, "predict": 0.0}
-    started = time.perf_counter()
+    return stream, base.replace(id_column=id_column)
 
-    def rows(first: int, last: int) -> pa.Table:
-        return stream.slice(first * batch, (last - first) * batch)
 
-    def write_training(last_labelled_batch: int) -> None:
-        labelled = rows(0, last_labelled_batch + 1)
+def _batch_span(stream: pa.Table, config: Config, batch: int, count: int) -> float:
+    """Seconds of data time per batch: the median time from one batch's start to the next."""
+    times = stream.column(config.timestamp).cast(pa.int64()).to_numpy() / 1e6
+    return float(np.median(np.diff(times[: count * batch : batch]))) if count > 1 else 3600.0
+
+
+@dataclass
+class _Replay:
+    """A replay in progress: the stream cut into batches, the champions' predictions so
+    far, the timeline and the clocks."""
+
+    stream: pa.Table
+    config: Config
+    submitter: Submitter
+    sim: Simulation
+    batch: int
+    label_delay: int
+    first: int  # the batches before this one train the first champion
+    count: int
+    train_window: int  # rows a retrain sees, the newest labelled ones
+    say: Callable[[str], None]
+    models: dict[str, Any] = field(default_factory=dict)
+    # batch -> (the champion version that predicted it, its predictions, its scores)
+    predicted: dict[int, tuple[str, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    clock: dict[str, float] = field(
+        default_factory=lambda: {"pipeline": 0.0, "monitor": 0.0, "predict": 0.0}
+    )
+    started: float = field(default_factory=time.perf_counter)
+
+    def rows(self, first: int, last: int) -> pa.Table:
+        return self.stream.slice(first * self.batch, (last - first) * self.batch)
+
+    def write_training(self, last_labelled_batch: int) -> None:
+        labelled = self.rows(0, last_labelled_batch + 1)
         tables.write(
-            labelled.slice(max(0, labelled.num_rows - train_window)), config.data.uri or ""
+            labelled.slice(max(0, labelled.num_rows - self.train_window)),
+            self.config.data.uri or "",
         )
 
-    say(
-        f"training the first champion on batches 0-{initial_batches - 1} ({initial_batches * batch:,} rows)"
-    )
-    write_training(initial_batches - 1)
-    tick = time.perf_counter()
-    first = submitter.submit(config, "initial", f"{config.model_name}-initial")
-    clock["pipeline"] += time.perf_counter() - tick
-    if first.failed:  # nothing to replay without a champion
-        log_file.close()
-        raise SubmitError(
-            f"the first training run failed: {first.error}; see {out_dir / 'pipeline-runs.log'}"
+    def train_first_champion(self) -> RunRef:
+        self.say(
+            f"training the first champion on batches 0-{self.first - 1} ({self.first * self.batch:,} rows)"
         )
-    if not first.blessed:
-        raise DataError("the first champion was not blessed; check gate.thresholds for this data")
-    say(f"champion v{first.champion_version} is live")
-    sim.metric_name = _metric_name(config, stream)
-    models: dict[str, Any] = {}
-    predicted: dict[
-        int, tuple[str, np.ndarray, np.ndarray]
-    ] = {}  # batch -> (version, predictions, scores)
-    metric_column = sim.metric_name[:7]
-    say(
-        f"{'batch':>5}  {'starts':<16} {'rows':>6}  {'drift':>6}  {metric_column:>7}  {'champion':>8}  action"
-    )
-    say(f"{'':<41}({metric_column}: of the batch whose labels just arrived)")
-    for index in range(initial_batches, count):
-        part = rows(index, index + 1)
+        self.write_training(self.first - 1)
+        tick = time.perf_counter()
+        run = self.submitter.submit(self.config, "initial", f"{self.config.model_name}-initial")
+        self.clock["pipeline"] += time.perf_counter() - tick
+        return run
+
+    def start_timeline(self) -> None:
+        config = self.config
+        # The default rule, whatever monitor.triggers.performance_metric says: a replay
+        # keeps the predicted class and one probability, enough for rmse, ROC AUC or accuracy.
+        classes = (
+            0
+            if config.task == "regression"
+            else len(pc.unique(self.stream.column(config.target).drop_null()))
+        )
+        self.sim.metric_name = evaluation.performance_metric(config.task, classes)
+        metric_column = self.sim.metric_name[:7]
+        self.say(
+            f"{'batch':>5}  {'starts':<16} {'rows':>6}  {'drift':>6}  {metric_column:>7}  {'champion':>8}  action"
+        )
+        self.say(f"{'':<41}({metric_column}: of the batch whose labels just arrived)")
+
+    def step(self, index: int) -> None:
+        """One batch: the champion predicts it, the labels `label_delay` batches back
+        arrive, the monitor runs with the batch's end as now."""
+        from ctpipe.monitor.runner import run_monitor
+
+        config = self.config
+        part = self.rows(index, index + 1)
         champion = registry.champion(config)
         assert champion is not None
-        if champion.version not in models:
-            models[champion.version] = registry.load_model(champion)
-        tick = time.perf_counter()
-        names, scores = _predict(models[champion.version], part, config)
-        clock["predict"] += time.perf_counter() - tick
-        predicted[index] = (champion.version, names, scores)
+        names, scores = self.predict(champion, part)
+        self.predicted[index] = (champion.version, names, scores)
         _log_predictions(config, part, champion.version, names, scores)
-        revealed = index - label_delay
-        if revealed >= initial_batches:
-            _reveal_labels(config, rows(revealed, revealed + 1))
+        revealed = index - self.label_delay
+        if revealed >= self.first:
+            _reveal_labels(config, self.rows(revealed, revealed + 1))
         if revealed >= 0:
-            write_training(revealed)
+            self.write_training(revealed)
         now = part.column(config.timestamp)[-1].as_py() + timedelta(microseconds=1)
         tick = time.perf_counter()
-        outcome = run_monitor(config, submitter, now=now, report=False)
-        elapsed = time.perf_counter() - tick
-        after = registry.champion(config)
+        outcome = run_monitor(config, self.submitter, now=now, report=False)
+        record = self.record(index, part, champion.version, outcome, time.perf_counter() - tick)
+        self.sim.batches.append(record)
+        if revealed >= self.first:
+            self.score(revealed)
+        self.say(_timeline_line(record, self.sim.batches, self.first, self.label_delay, outcome))
+
+    def predict(self, champion: registry.ModelRef, part: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        if champion.version not in self.models:
+            self.models[champion.version] = registry.load_model(champion)
+        tick = time.perf_counter()
+        names, scores = _predict(self.models[champion.version], part, self.config)
+        self.clock["predict"] += time.perf_counter() - tick
+        return names, scores
+
+    def record(
+        self, index: int, part: pa.Table, champion: str, outcome: Any, elapsed: float
+    ) -> BatchRecord:
+        """The batch's timeline entry; the monitor's time counts as pipeline time when it
+        submitted a run (which ran inside it)."""
+        after = registry.champion(self.config)
         record = BatchRecord(
             batch=index,
-            start=part.column(config.timestamp)[0].as_py().strftime("%Y-%m-%d %H:%M"),
+            start=part.column(self.config.timestamp)[0].as_py().strftime("%Y-%m-%d %H:%M"),
             rows=part.num_rows,
             drift_share=outcome.drift.drift_share if outcome.drift is not None else None,
             fired=list(outcome.decision.fired),
             action=outcome.decision.action,
-            champion=champion.version,
-            champion_after=after.version if after else champion.version,
+            champion=champion,
+            champion_after=after.version if after else champion,
         )
+        sim = self.sim
         if outcome.run is not None:
-            clock["pipeline"] += elapsed
+            self.clock["pipeline"] += elapsed
             sim.retrains += 1
             record.run, record.blessed = outcome.run.run_name, outcome.run.blessed
             sim.promotions += int(bool(outcome.run.blessed))
@@ -309,38 +415,38 @@ def run(
         else:
             if outcome.decision.action == "blocked":
                 record.error = short_error("; ".join(outcome.decision.blocked_by))
-            clock["monitor"] += elapsed
-        sim.batches.append(record)
-        if revealed >= initial_batches:
-            sim.batches[revealed - initial_batches].metric = _batch_metric(
-                sim.metric_name, config, rows(revealed, revealed + 1), *predicted[revealed][1:]
-            )
-        say(_timeline_line(record, sim.batches, initial_batches, label_delay, outcome))
-    for late in range(max(initial_batches, count - label_delay), count):
-        sim.batches[late - initial_batches].metric = _batch_metric(
-            sim.metric_name, config, rows(late, late + 1), *predicted[late][1:]
+            self.clock["monitor"] += elapsed
+        return record
+
+    def score(self, index: int) -> None:
+        """The metric of batch `index`'s predictions, once its labels are known."""
+        self.sim.batches[index - self.first].metric = _batch_metric(
+            self.sim.metric_name,
+            self.config,
+            self.rows(index, index + 1),
+            *self.predicted[index][1:],
         )
-    log_file.close()
-    sim.prequential = _prequential(
-        config,
-        stream.slice(initial_batches * batch, (count - initial_batches) * batch),
-        predicted,
-        initial_batches,
-        count,
-    )
-    clock["total"] = time.perf_counter() - started
-    sim.seconds = clock
-    (out_dir / "summary.json").write_text(json.dumps(sim.summary(), indent=2, default=str))
-    plot(sim, out_dir / "timeline.png")
-    _final_report(
-        config, base.monitor.report_rows, rows(count - 1, count), out_dir / "drift-report.html"
-    )
-    return sim
+
+    def finish(self) -> Simulation:
+        """The prequential metrics and the clocks; summary.json and the timeline plot."""
+        sim = self.sim
+        sim.prequential = _prequential(
+            self.config,
+            self.stream.slice(self.first * self.batch, (self.count - self.first) * self.batch),
+            self.predicted,
+            self.first,
+            self.count,
+        )
+        self.clock["total"] = time.perf_counter() - self.started
+        sim.seconds = self.clock
+        (sim.out_dir / "summary.json").write_text(json.dumps(sim.summary(), indent=2, default=str))
+        plot(sim, sim.out_dir / "timeline.png")
+        return sim
 
 
 def _final_report(config: Config, report_rows: int, last: pa.Table, path: Path) -> None:
     """The evidently page for the last batch against the final champion's training data."""
-    from ctpipe import drift_report
+    from ctpipe.drift import ReferenceProfile, report
 
     if report_rows == 0:
         return
@@ -348,30 +454,8 @@ def _final_report(config: Config, report_rows: int, last: pa.Table, path: Path) 
     if champion is None:
         return
     files = registry.download_reference(champion)
-    reference = tables.read(str(files.sample))
-    profile_kinds = _profile_kinds(files.profile)
-    page = drift_report.html(
-        reference.to_pandas(),
-        last.to_pandas(),
-        [n for n, k in profile_kinds.items() if k == "numeric"],
-        [n for n, k in profile_kinds.items() if k == "categorical"],
-        config.monitor.drift,
-        report_rows,
-    )
-    path.write_text(page)
-
-
-def _profile_kinds(path: Path) -> dict[str, str]:
-    from ctpipe import drift
-
-    return dict(drift.ReferenceProfile.from_bytes(path.read_bytes()).kinds)
-
-
-def _metric_name(config: Config, stream: pa.Table) -> str:
-    if config.task == "regression":
-        return "rmse"
-    classes = pc.unique(stream.column(config.target).drop_null())
-    return "roc_auc" if len(classes) == 2 else "accuracy"
+    kinds = ReferenceProfile.from_bytes(files.profile.read_bytes()).kinds
+    path.write_text(report.page(files.sample, last, kinds, config.monitor.drift, report_rows))
 
 
 def _predict(model: Any, part: pa.Table, config: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -432,20 +516,8 @@ def _reveal_labels(config: Config, part: pa.Table) -> None:
 def _batch_metric(
     metric: str, config: Config, part: pa.Table, names: np.ndarray, scores: np.ndarray
 ) -> float | None:
-    from ctpipe import evaluation
-
     truth = part.column(config.target).to_numpy(zero_copy_only=False)
-    if metric == "rmse":
-        return evaluation.metric_value(
-            "rmse", evaluation.Target.of(truth.astype(float), "regression"), scores
-        )
-    if metric == "roc_auc":
-        classes = tuple(sorted(set(truth.tolist()) | set(names.tolist()), key=str))
-        if len(classes) != 2:
-            return None
-        target = evaluation.Target.of(truth, "classification", classes)
-        return evaluation.metric_value("roc_auc", target, np.column_stack([1 - scores, scores]))
-    return float(np.mean([str(a) == str(b) for a, b in zip(truth, names, strict=True)]))
+    return _replay_score(metric, config.task, truth, names, scores)
 
 
 def _prequential(
@@ -458,15 +530,25 @@ def _prequential(
     names = np.concatenate([predicted[i][1] for i in range(first, count)])
     scores = np.concatenate([predicted[i][2] for i in range(first, count)])
     truth = replayed.column(config.target).to_numpy(zero_copy_only=False)
-    if config.task == "regression":
-        return {"rmse": float(np.sqrt(np.mean((truth.astype(float) - scores) ** 2)))}
-    out = {
-        "accuracy": float(np.mean([str(a) == str(b) for a, b in zip(truth, names, strict=True)]))
-    }
-    auc = _batch_metric("roc_auc", config, replayed, names, scores)
-    if auc is not None:
-        out["roc_auc"] = auc
-    return out
+    metrics = ("rmse",) if config.task == "regression" else ("accuracy", "roc_auc")
+    scored = {m: _replay_score(m, config.task, truth, names, scores) for m in metrics}
+    return {m: value for m, value in scored.items() if value is not None}
+
+
+def _replay_score(
+    metric: str, task: str, truth: np.ndarray, names: np.ndarray, scores: np.ndarray
+) -> float | None:
+    """`metric` of replayed predictions: `names` the predicted classes, `scores` the
+    predicted values (regression) or the probability of the second of the classes seen.
+    None for ROC AUC unless labels and predictions hold exactly two classes."""
+    if task == "regression":
+        return evaluation.score_labelled(metric, task, truth, scores).value
+    classes = tuple(sorted(set(truth.tolist()) | set(names.tolist()), key=str))
+    if metric == "roc_auc" and len(classes) != 2:
+        return None
+    return evaluation.score_labelled(
+        metric, task, truth, names, positive=scores, classes=classes
+    ).value
 
 
 def _timeline_line(

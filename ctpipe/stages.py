@@ -1,15 +1,15 @@
 """One function per pipeline stage: paths and a Config in, a result dataclass out.
 
-KFP components are thin wrappers around these, and the benchmarks call them directly
-in one process. Imports sit inside the functions on purpose: every KFP step is a fresh
-process, and a step should not pay for scikit-learn or MLflow unless it uses them.
+KFP components are thin wrappers around these, and ctpipe.pipelines.in_process calls
+them directly in one process. Imports sit inside the functions on purpose: every KFP step
+is a fresh process, and a step should not pay for scikit-learn or MLflow unless it uses
+them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 
 def ingest(config: Config, data_out: str) -> IngestResult:
-    from ctpipe.data import ingest as ingest_module
+    import ctpipe.data.ingest
 
-    return ingest_module.ingest(config, data_out)
+    return ctpipe.data.ingest.ingest(config, data_out)
 
 
 def validate(
@@ -47,22 +47,22 @@ def validate(
     """
     import dataclasses
 
-    from ctpipe.data import schema as schema_module
     from ctpipe.data import tables, validation
     from ctpipe.data.ingest import content_hash
+    from ctpipe.data.schema import SchemaStore, config_fingerprint, evolve, infer
 
     table = tables.read(data_path)
-    store = schema_module.SchemaStore(config.state_dir, config.model_name)
+    store = SchemaStore(config.state_dir, config.model_name)
     schema = store.latest()
     created = False
     notes = []
-    fingerprint = schema_module.config_fingerprint(config)
+    fingerprint = config_fingerprint(config)
     if schema is None or schema.config_fingerprint != fingerprint:
         if schema is not None:
             notes.append(
                 f"the config's columns or feature overrides changed since schema v{schema.version}"
             )
-        inferred = schema_module.infer(table, config, source_hash=content_hash(table))
+        inferred = infer(table, config, source_hash=content_hash(table))
         versions = store.versions()
         schema = dataclasses.replace(inferred, version=(versions[-1] if versions else 0) + 1)
         created = True
@@ -78,7 +78,7 @@ def validate(
         # leave a schema whose ranges were inferred from it.
         schema = store.save_next(schema)
     used = schema
-    proposed = schema_module.evolve(schema, table) if result.passed and not created else None
+    proposed = evolve(schema, table) if result.passed and not created else None
     if proposed is not None:
         digest = content_hash(table)
         proposed = dataclasses.replace(proposed, source_hash=digest)
@@ -118,38 +118,37 @@ def split(
     backtest first, see ctpipe.training.backtest); profile the rows the model learns from
     for drift checks later. `window_out`: the final refit's rows; `report_out`: Markdown
     on the split and how the window was chosen."""
-    from ctpipe import reference
-    from ctpipe.data import split as split_module
+    import ctpipe.data.split
+    from ctpipe import options
     from ctpipe.data import tables
-    from ctpipe.training import windows
+    from ctpipe.data.split import WINDOW, first_test_row, labelled_in_order, times_of
+    from ctpipe.drift import profile
 
     table = tables.read(data_path)
     schema = load_schema(schema_path)
-    spec = final_spec = windows.parse(config.train.window)
+    spec = final_spec = options.parse_window(config.train.window)
     backtests = []
-    if spec.kind == windows.AUTO:
-        from ctpipe.training import backtest as backtest_module
+    if spec.kind == options.AUTO:
+        from ctpipe.training.backtest import choose
         from ctpipe.training.families import training_threads
 
-        ordered, _ = split_module.labelled_in_order(table, config)
-        history = ordered.slice(
-            0, split_module.first_test_row(split_module.times_of(ordered, config), config)
-        )
-        gated = backtest_module.choose(history, schema, config, training_threads())
-        final = backtest_module.choose(ordered, schema, config, training_threads())
+        ordered, _ = labelled_in_order(table, config)
+        history = ordered.slice(0, first_test_row(times_of(ordered, config), config))
+        gated = choose(history, schema, config, training_threads())
+        final = choose(ordered, schema, config, training_threads())
         backtests = [
             (gated, "Training window", "before the test slice"),
             (final, "Final refit window", "including the test slice"),
         ]
-        spec, final_spec = windows.parse(gated.chosen), windows.parse(final.chosen)
-    slices, result = split_module.split(table, config, spec, final_spec)
+        spec, final_spec = options.parse_window(gated.chosen), options.parse_window(final.chosen)
+    slices, result = ctpipe.data.split.split(table, config, spec, final_spec)
     for name, path in (("train", train_out), ("validation", validation_out), ("test", test_out)):
         tables.write(slices[name], path)
     if window_out is not None:
-        tables.write(slices[split_module.WINDOW], window_out)
+        tables.write(slices[WINDOW], window_out)
     # The reference is what the final model learns from (the whole window): a final refit
     # saw the test slice too, and without one the difference is the newest few rows.
-    reference.write(slices[split_module.WINDOW], schema, profile_out, sample_out, config=config)
+    profile.write(slices[WINDOW], schema, profile_out, sample_out, config=config)
     if report_out is not None:
         parts = [f"# Split\n\n{result.describe()}"]
         parts += [b.markdown(title, rows) for b, title, rows in backtests]
@@ -168,10 +167,10 @@ def drift_report(
     the report and the gate speak of the same model and this step needs no MLflow. For
     people only; nothing downstream reads it, so it never decides a run's outcome.
     """
-    from ctpipe import drift_report as report_module
+    from ctpipe.drift import report
 
     def no_report(page: str, summary: str) -> str:
-        Path(report_out).write_text(report_module.placeholder(page))
+        Path(report_out).write_text(report.placeholder(page))
         return summary
 
     if config.monitor.report_rows == 0:
@@ -179,10 +178,10 @@ def drift_report(
             "Drift reports are off (monitor.report_rows: 0).",
             "drift reports are off (monitor.report_rows: 0)",
         )
-    from ctpipe import reference
     from ctpipe.data import tables
+    from ctpipe.drift import profile
 
-    champion = reference.read_snapshot(champion_path)
+    champion = profile.read_snapshot(champion_path)
     if champion.version is None:
         return no_report(
             "No champion yet: nothing to compare the new data with.",
@@ -193,13 +192,15 @@ def drift_report(
             f"No drift report: {champion.note}", f"warning: no drift report ({champion.note})"
         )
     schema = load_schema(schema_path)
+    kinds = {
+        **dict.fromkeys(schema.numeric_features, profile.NUMERIC),
+        **dict.fromkeys(schema.categorical_features, profile.CATEGORICAL),
+    }
     try:
-        current = reference.sample(tables.read(data_path), config.monitor.report_rows).to_pandas()
-        html = report_module.html(
-            tables.read(str(champion.sample)).to_pandas(),
-            current,
-            schema.numeric_features,
-            schema.categorical_features,
+        html = report.page(
+            champion.sample,
+            tables.read(data_path),
+            kinds,
             config.monitor.drift,
             config.monitor.report_rows,
         )
@@ -601,20 +602,21 @@ def _rows_the_champion_never_saw(
 
 def _snapshot_champion(config: Config, champion: ModelRef | None, out: str) -> None:
     """What the drift report compares with; never fails the evaluation."""
-    from ctpipe import reference, registry
+    from ctpipe import registry
+    from ctpipe.drift import profile
 
     if champion is None:
-        reference.write_snapshot(out, None, None, "no champion yet")
+        profile.write_snapshot(out, None, None, "no champion yet")
         return
     if config.monitor.report_rows == 0:
-        reference.write_snapshot(out, champion.version, None, "drift reports are off")
+        profile.write_snapshot(out, champion.version, None, "drift reports are off")
         return
     try:
         files = registry.download_reference(champion)
     except Exception as exc:
-        reference.write_snapshot(out, champion.version, None, str(exc))
+        profile.write_snapshot(out, champion.version, None, str(exc))
         return
-    reference.write_snapshot(out, champion.version, files.sample)
+    profile.write_snapshot(out, champion.version, files.sample)
 
 
 def register(
@@ -636,10 +638,9 @@ def register(
     `served_path` is the model directory infra validation served (see `infra_validate`);
     that directory is what gets registered, so the model itself is never loaded here.
     """
-    from ctpipe import deploy as deploy_module
-    from ctpipe import reference, registry
+    from ctpipe.deploy import locate
     from ctpipe.evaluation import Evaluation
-    from ctpipe.registry import Registration, SavedModel
+    from ctpipe.registry import Challenger, Registration, SavedModel, register_challenger
     from ctpipe.training.search import TrainResult
 
     evaluation_raw = json.loads(Path(evaluation_path).read_text())
@@ -656,51 +657,33 @@ def register(
         from ctpipe.data.schema import SchemaStore
 
         schema = SchemaStore(config.state_dir, config.model_name).save_next(schema)
-    tags = {
-        registry.TAG_DATASET_URI: str(dataset_metadata.get("source", "")),
-        registry.TAG_DATASET_HASH: str(dataset_metadata.get("content_hash", "")),
-        registry.TAG_DATASET_ROWS: str(dataset_metadata.get("rows", "")),
-        registry.TAG_DATA_TIME_MAX: str(dataset_metadata.get("time_max") or ""),
-        registry.TAG_KFP_RUN_ID: kfp_run_id,
-        registry.TAG_KFP_RUN_NAME: kfp_run_name,
-        registry.TAG_SCHEMA_VERSION: str(schema.version),
-        registry.TAG_SCHEMA_CHANGES: json.dumps(
-            {"from": schema.parent_version, "to": schema.version, "changes": list(schema.changes)}
-            if schema.changes
-            else {}
-        ),
-        registry.TAG_REASON: reason,
-        registry.TAG_CANDIDATE: trained.candidate.id,
-        registry.TAG_TEST_METRICS: json.dumps({k: round(v, 6) for k, v in result.metrics.items()}),
-        registry.TAG_CLASSES: json.dumps(list(saved.classes)),
-        registry.TAG_FIT: json.dumps(_fit_record(served_metadata), sort_keys=True),
-    }
-    metrics = {f"test_{k}": v for k, v in result.metrics.items()}
-    metrics[f"validation_{trained.metric}"] = trained.score
-    metrics.update(result.gate_figures())
-    params = {"family": trained.candidate.family, **trained.candidate.params}
-    if saved.train_device is not None:  # the device it trained on, not the "auto" asked for
-        params["device"] = saved.train_device
-    run_id, version = registry.log_and_register(
-        config,
+    challenger = Challenger(
         saved,
-        run_name=kfp_run_name or f"ctpipe-{trained.candidate.id}",
-        params=params,
-        metrics=metrics,
-        tags=tags,
-        texts={"schema.json": schema.to_json(), "evaluation.md": result.markdown()},
-        files={
-            f"{reference.ARTIFACT_DIR}/{reference.PROFILE_FILE}": profile_path,
-            f"{reference.ARTIFACT_DIR}/{reference.SAMPLE_FILE}": sample_path,
-        },
-        evidence={**result.evidence(), "kfp_run_id": kfp_run_id, "reason": reason},
+        trained,
+        result,
+        schema,
+        dataset_metadata,
+        _fit_record(served_metadata),
+        kfp_run_id,
+        kfp_run_name,
+        reason,
     )
-    mlflow_client = registry.client(config)
-    previous = registry.promote(config, version, expected_champion, mlflow_client)
-    stored = registry.version_ref(mlflow_client, config.model_name, version)
-    location = deploy_module.locate(config, stored, mlflow_client)
+    run_id, stored, previous = register_challenger(
+        config,
+        challenger,
+        profile=profile_path,
+        sample=sample_path,
+        expected_champion=expected_champion,
+    )
+    location = locate(config, stored)
     return Registration(
-        config.model_name, version, run_id, previous, True, location.storage_uri, location.sha256
+        config.model_name,
+        stored.version,
+        run_id,
+        previous,
+        True,
+        location.storage_uri,
+        location.sha256,
     )
 
 
@@ -793,25 +776,34 @@ def deploy(
     `location` (a deploy.ModelLocation, as register hands it on) saves asking MLflow where
     the version is: the pipeline's deploy step then never imports MLflow.
     """
-    from ctpipe import deploy as deploy_module
+    from ctpipe.deploy import DeployError, apply, render, should_apply, to_yaml
 
     if location is None:
         location = _locate(config, version)
     traffic = config.deploy.canary_traffic_percent if traffic_percent is None else traffic_percent
     traffic = traffic or 100
-    manifest = deploy_module.render(config, location, traffic)
-    Path(manifest_out).write_text(deploy_module.to_yaml(manifest))
-    applied = deploy_module.should_apply(config)
+    manifest = render(config, location, traffic)
+    Path(manifest_out).write_text(to_yaml(manifest))
+    applied = should_apply(config)
     if applied:
         try:
-            deploy_module.apply(manifest)
-        except deploy_module.DeployError as exc:
-            raise deploy_module.DeployError(
-                f"{exc}; {_take_back(config, location.version)}"
-            ) from exc
+            apply(manifest)
+        except DeployError as exc:
+            raise DeployError(f"{exc}; {_take_back(config, location.version)}") from exc
     return DeployResult(
         manifest["metadata"]["name"], config.deploy.namespace, location.version, traffic, applied
     )
+
+
+def deploy_registered(
+    config: Config, manifest_out: str, version: str, sha256: str, storage_uri: str
+) -> DeployResult:
+    """`deploy` for the version register just stored, at the place register says ("" when
+    the predictor pulls it from the registry): the pipeline's deploy step never asks MLflow."""
+    from ctpipe.deploy import ModelLocation
+
+    location = ModelLocation(version, sha256, storage_uri or None)
+    return deploy(config, manifest_out, location=location)
 
 
 def _take_back(config: Config, version: str) -> str:
@@ -833,8 +825,8 @@ def _take_back(config: Config, version: str) -> str:
 
 def _locate(config: Config, version: str | None) -> ModelLocation:
     """Where a version (default: the champion) is, from the registry."""
-    from ctpipe import deploy as deploy_module
     from ctpipe import registry
+    from ctpipe.deploy import locate
     from ctpipe.errors import RegistryError
 
     mlflow_client = registry.client(config)
@@ -845,156 +837,4 @@ def _locate(config: Config, version: str | None) -> ModelLocation:
     )
     if ref is None:
         raise RegistryError(f"{config.model_name!r} has no champion to deploy")
-    return deploy_module.locate(config, ref, mlflow_client)
-
-
-@dataclass
-class InProcessRun:
-    """The pipeline's steps as plain calls in this process (for benchmarks and tests)."""
-
-    seconds: dict[str, float]
-    evaluation: Evaluation
-    registration: Registration | None
-
-
-def run_in_process(config: Config, work: str | Path, *, infra: bool = True) -> InProcessRun:
-    """Every step of the continuous-training pipeline, in order, in one process, timed.
-
-    Candidates train one after another; infra validation still starts its server process.
-    """
-    from ctpipe.deploy import ModelLocation
-
-    root = Path(work)
-    root.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        result = fn(*args, **kwargs)
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-        return result
-
-    names = (
-        "data",
-        "schema",
-        "report",
-        "train",
-        "validation",
-        "test",
-        "window",
-        "profile",
-        "reference",
-        "split_report",
-        "drift",
-    )
-    p = {
-        name: str(root / name)
-        for name in (
-            *names,
-            "best",
-            "challenger",
-            "final",
-            "evaluation",
-            "champion",
-            "served",
-            "manifest",
-        )
-    }
-    data = timed("ingest", ingest, config, p["data"])
-    timed("validate", validate, config, p["data"], p["schema"], p["report"]).raise_if_failed()
-    timed(
-        "split",
-        split,
-        config,
-        p["data"],
-        p["schema"],
-        p["train"],
-        p["validation"],
-        p["test"],
-        p["profile"],
-        p["reference"],
-        window_out=p["window"],
-        report_out=p["split_report"],
-    )
-    trained = []
-    for i, candidate in enumerate(timed("plan", plan, config)):
-        path = str(root / f"model-{i}")
-        outcome = timed(
-            "train", train, config, candidate, p["schema"], p["train"], p["validation"], path
-        )
-        trained.append((path, outcome.metadata()))
-    selection = timed("select", select, config, trained, p["best"])
-    challenger = timed(
-        "refit",
-        refit,
-        config,
-        selection.chosen.metadata(),
-        p["schema"],
-        p["train"],
-        p["validation"],
-        p["challenger"],
-    )
-    evaluation = timed(
-        "evaluate",
-        evaluate,
-        config,
-        p["challenger"],
-        challenger.metadata(),
-        p["test"],
-        p["schema"],
-        p["evaluation"],
-        p["champion"],
-    )
-    timed("drift_report", drift_report, config, p["data"], p["schema"], p["champion"], p["drift"])
-    registration = None
-    if evaluation.blessed:
-        final = timed(
-            "final_refit",
-            final_refit,
-            config,
-            p["challenger"],
-            challenger.metadata(),
-            p["schema"],
-            p["window"],
-            p["test"],
-            p["final"],
-        )
-        trained = final.metadata()
-        if infra:
-            _, served = timed(
-                "infra_validate",
-                infra_validate,
-                config,
-                p["final"],
-                trained,
-                p["test"],
-                p["schema"],
-                p["served"],
-            )
-        else:  # register takes the directory infra validation would have served
-            _, _, served = save_challenger(p["final"], trained, p["test"], p["schema"], p["served"])
-        registration = timed(
-            "register",
-            register,
-            config,
-            served_path=p["served"],
-            served_metadata=served,
-            schema_path=p["schema"],
-            evaluation_path=p["evaluation"],
-            profile_path=p["profile"],
-            sample_path=p["reference"],
-            dataset_metadata=data.metadata(),
-            kfp_run_id="in-process",
-            kfp_run_name="in-process",
-            reason="in-process",
-        )
-        timed(
-            "deploy",
-            deploy,
-            config,
-            p["manifest"],
-            location=ModelLocation(
-                registration.version, registration.sha256, registration.storage_uri
-            ),
-        )
-    return InProcessRun(seconds, evaluation, registration)
+    return locate(config, ref, mlflow_client)

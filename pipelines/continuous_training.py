@@ -6,6 +6,9 @@ ingest -> validate -> split -> train x N (ParallelFor) -> select -> refit (train
        evaluate -> drift_report (evidently HTML of the champion it judged against, for people;
                                  nothing waits on it)
 
+The graph is written once, in graph.py; here it is built from the KFP components
+(`KFP_STEPS`), and pipelines/in_process.py runs the same graph with plain calls.
+
 Two profiles compile from the same graph. `cpu` runs every step on ctpipe/base. `gpu` runs
 `train`, `refit` and `final_refit` on ctpipe/trainer-gpu with one `nvidia.com/gpu` and a toleration for GPU nodes. In
 both, every step reads its endpoints from the ConfigMap `ctpipe-env` and its S3 credentials
@@ -16,6 +19,7 @@ secret is ever written into the compiled YAML. kfp.local ignores these Kubernete
 
 # No `from __future__ import annotations`: KFP reads the signature types at runtime.
 
+from collections.abc import Callable
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -43,12 +47,9 @@ from ctpipe.deploy import (
     MLFLOW_CLIENT_LABEL,
     S3_SECRET,
 )
+from ctpipe.pipelines.graph import CPU, PROFILES, Steps, graph
 
 PIPELINE_NAME = "continuous-training"
-
-CPU = "cpu"
-GPU = "gpu"
-PROFILES = (CPU, GPU)
 
 # What every step gets from the cluster. Both are optional in the pod spec: a cluster with
 # workload identity (IRSA, GKE Workload Identity) needs no static keys, and a missing
@@ -84,8 +85,8 @@ def build(profile: str = CPU, registry: str | None = None, tag: str | None = Non
         description="ctpipe: validate new data, train candidates, gate against the champion, promote the winner.",
     )
     def continuous_training(config: dict = default_config(), reason: str = "manual") -> None:  # noqa: B008
-        _graph(config, reason, profile)
-        # Every step, including any added to _graph later, runs on our images from the
+        graph(KFP_STEPS, config, reason, profile)
+        # Every step, including any added to the graph later, runs on our images from the
         # chosen registry and tag, and gets the cluster's endpoints and credentials.
         for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
             container = getattr(task, "container_spec", None)
@@ -122,86 +123,37 @@ def _on_gpu(task: dsl.PipelineTask) -> None:
     kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
 
 
-def _graph(config: dict, reason: str, profile: str) -> None:
-    ingest_task = ingest(config=config)
-    validate_task = validate(
-        config=config, data=ingest_task.outputs["data"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    )
-    split_task = split(
-        config=config, data=ingest_task.outputs["data"], schema=validate_task.outputs["schema"]
-    )
-    plan_task = plan(config=config)
+def _parallel_for(items: Any, name: str, body: Callable[[Any], Any]) -> Any:
+    with dsl.ParallelFor(items, name=name) as item:
+        return body(item)
 
-    with dsl.ParallelFor(plan_task.output, name="candidates") as candidate:
-        train_task = train(
-            config=config,
-            candidate=candidate,
-            schema=validate_task.outputs["schema"],
-            train=split_task.outputs["train"],
-            validation=split_task.outputs["validation"],
-        )
-    select_task = select(config=config, models=dsl.Collected(train_task.outputs["model"]))
-    refit_task = refit(
-        config=config,
-        best=select_task.outputs["best"],
-        schema=validate_task.outputs["schema"],
-        train=split_task.outputs["train"],
-        validation=split_task.outputs["validation"],
-    )
-    if profile == GPU:
-        _on_gpu(train_task)
-        _on_gpu(refit_task)
-    evaluate_task = evaluate(
-        config=config,
-        model=refit_task.outputs["model"],
-        test=split_task.outputs["test"],
-        schema=validate_task.outputs["schema"],
-    )
 
-    # For people: the new data against the training sample of the champion evaluate judged
-    # against. Nothing waits on it; in a cluster it runs beside infra-validate and register.
-    drift_report(
-        config=config,
-        data=ingest_task.outputs["data"],
-        schema=validate_task.outputs["schema"],
-        champion=evaluate_task.outputs["champion"],
-    )
+def _when(flag: Any, name: str, body: Callable[[], None]) -> None:
+    with dsl.If(flag == True, name=name):  # noqa: E712 (a KFP expression)
+        body()
 
-    with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP expression)
-        final_task = final_refit(
-            config=config,
-            blessed=refit_task.outputs["model"],
-            schema=validate_task.outputs["schema"],
-            window=split_task.outputs["window"],
-            test=split_task.outputs["test"],
-        )
-        if profile == GPU:
-            _on_gpu(final_task)
-        # Serve the challenger exactly as production will before anything is registered.
-        infra_task = infra_validate(
-            config=config,
-            model=final_task.outputs["model"],
-            test=split_task.outputs["test"],
-            schema=validate_task.outputs["schema"],
-        )
-        register_task = register(
-            config=config,
-            served=infra_task.outputs["served"],
-            schema=validate_task.outputs["schema"],
-            evaluation=evaluate_task.outputs["evaluation"],
-            profile=split_task.outputs["profile"],
-            reference=split_task.outputs["reference"],
-            data=ingest_task.outputs["data"],
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            reason=reason,
-        )
-        deploy(
-            config=config,
-            version=register_task.outputs["version"],
-            storage_uri=register_task.outputs["storage_uri"],
-            sha256=register_task.outputs["sha256"],
-        )
+
+KFP_STEPS = Steps(
+    ingest=ingest,
+    validate=validate,
+    split=split,
+    plan=plan,
+    train=train,
+    select=select,
+    refit=refit,
+    evaluate=evaluate,
+    drift_report=drift_report,
+    final_refit=final_refit,
+    infra_validate=infra_validate,
+    register=register,
+    deploy=deploy,
+    parallel_for=_parallel_for,
+    collected=dsl.Collected,
+    when=_when,
+    on_gpu=_on_gpu,
+    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+)
 
 
 continuous_training = build()

@@ -1,24 +1,26 @@
 #!/usr/bin/env python3
-"""make images: build ctpipe's images from the unchanged images/*/Dockerfile.
+"""make images: build ctpipe's images from the unchanged images/Dockerfile, one target each.
 
     python scripts/images.py                # build what this machine can build (make images)
     python scripts/images.py --dry-run      # print the plan and the commands, run nothing
-    python scripts/images.py lint           # hadolint every Dockerfile
+    python scripts/images.py lint           # hadolint the Dockerfile
 
 Engine: docker when a Docker engine answers (`docker info`), else podman (with
 scripts/podman/containers.conf unless CONTAINERS_CONF is set). With podman and no registry
 in reach, the base image python:3.11-slim-bookworm is replaced by a local stand-in: a
 debootstrap'ed Debian bookworm with its own Python 3.11, tagged with the upstream name, so
-the Dockerfiles build unchanged with --pull=never. It is made once and kept.
+the Dockerfile builds unchanged with --pull=never. It is made once and kept.
 
 torch: the CPU images never take PyPI's multi-GB CUDA wheel. They take torch from
---torch-index-url (default: the Dockerfiles' own, the PyTorch CPU index) or, with podman,
+--torch-index-url (default: the Dockerfile's own, the PyTorch CPU index) or, with podman,
 from a wheelhouse directory mounted into the build (--wheelhouse; by default the pip
 find-links directory that holds a +cpu torch wheel, if there is one).
 
-The GPU trainer image is built only where it can run: a machine with an NVIDIA driver
+The GPU trainer image (target trainer-gpu, with --build-arg TORCH_BUILD=cuda as skaffold.yaml
+passes it) is built only where it can run: a machine with an NVIDIA driver
 (`nvidia-smi`), or when asked for with --gpu yes. Elsewhere it is linted and rendered:
-its stages, base images and build arguments are resolved, every file it copies is checked
+the stages it builds, their base images and build arguments are resolved, every file they
+copy is checked
 against the build context that .dockerignore leaves, and the build command is printed.
 Nothing is downloaded for it, so pip's resolution of the CUDA wheels is not checked.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import os
 import re
@@ -47,12 +50,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PODMAN_DIR = ROOT / "scripts" / "podman"
 PODMAN_CONF = PODMAN_DIR / "containers.conf"
 STANDIN_DOCKERFILE = PODMAN_DIR / "python-standin.Dockerfile"
+# One Dockerfile, one target (a stage of the same name) per role.
+DOCKERFILE = ROOT / "images" / "Dockerfile"
 
 BASE = "base"
 SERVING = "serving"
 TRAINER_GPU = "trainer-gpu"
 CPU_ROLES = (BASE, SERVING)
 ROLES = (BASE, SERVING, TRAINER_GPU)
+# Build arguments a role's target needs on top of the Dockerfile's defaults; skaffold.yaml
+# passes the same (its artifacts' docker.buildArgs).
+ROLE_BUILD_ARGS: dict[str, dict[str, str]] = {TRAINER_GPU: {"TORCH_BUILD": "cuda"}}
 
 # What `FROM python:3.11-slim-bookworm` resolves to; the stand-in is tagged with this name.
 PYTHON_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
@@ -210,7 +218,7 @@ class Torch:
     def describe(self) -> str:
         if self.wheelhouse:
             return f"wheelhouse {self.wheelhouse}"
-        return f"index {self.index_url}" if self.index_url else "the Dockerfiles' CPU index"
+        return f"index {self.index_url}" if self.index_url else "the Dockerfile's CPU index"
 
 
 def find_wheelhouse() -> Path | None:
@@ -235,7 +243,8 @@ def ca_mount(engine: str) -> list[str]:
 
 
 def build_command(engine: str, role: str, image: str, torch: Torch, no_pull: bool) -> list[str]:
-    command = [engine, "build", "-f", f"images/{role}/Dockerfile", "-t", image]
+    dockerfile = str(DOCKERFILE.relative_to(ROOT))
+    command = [engine, "build", "-f", dockerfile, "--target", role, "-t", image]
     if engine == "podman":
         # SHELL (bash with pipefail) is honoured only in the Docker image format.
         command += ["--layers", "--format", "docker"]
@@ -254,6 +263,8 @@ def build_command(engine: str, role: str, image: str, torch: Torch, no_pull: boo
             ]  # fmt: skip
         elif torch.index_url is not None:
             command += ["--build-arg", f"TORCH_INDEX_URL={torch.index_url}"]
+    for key, value in ROLE_BUILD_ARGS.get(role, {}).items():
+        command += ["--build-arg", f"{key}={value}"]
     command += ca_mount(engine)
     command.append(".")
     return command
@@ -289,10 +300,10 @@ def lint(paths: list[Path]) -> bool:
 
 @dataclass
 class Rendered:
-    """A Dockerfile resolved without building it."""
+    """A Dockerfile's target resolved without building it."""
 
     args: dict[str, str]
-    stages: list[tuple[str, str]]  # (name, resolved FROM)
+    stages: list[tuple[str, str]]  # (name, resolved FROM) of the stages the target builds
     copies: list[str]  # sources copied from the build context
     missing: list[str] = field(default_factory=list)  # not in the context after .dockerignore
 
@@ -307,6 +318,55 @@ def instructions(path: Path) -> list[tuple[str, str]]:
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
     return out
+
+
+def from_parts(arguments: str) -> tuple[str, str | None]:
+    """FROM's (image or stage, AS name or None)."""
+    parts = [p for p in arguments.split() if not p.startswith("--")]
+    return parts[0], parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None
+
+
+def stages(path: Path = DOCKERFILE) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions from its FROM on, by name (an unnamed stage by its index),
+    in file order. The global ARGs before the first FROM belong to no stage."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for word, rest in instructions(path):
+        if word == "FROM":
+            name = from_parts(rest)[1] or str(len(out))
+            current = out[name] = []
+        if current is not None:
+            current.append((word, rest))
+    return out
+
+
+def lineage(target: str, path: Path = DOCKERFILE) -> list[str]:
+    """The stages whose layers make up the target's image: its FROM chain, the bottom one
+    (FROM an outside image) first, the target last."""
+    parsed = stages(path)
+    if target not in parsed:
+        raise ImagesError(f"{path.relative_to(ROOT)} has no stage {target!r}")
+    chain = [target]
+    while (parent := from_parts(parsed[chain[0]][0][1])[0]) in parsed:
+        chain.insert(0, parent)
+    return chain
+
+
+def needed(target: str, path: Path = DOCKERFILE) -> list[str]:
+    """The stages a build of the target runs: its FROM chain and what it copies from, in
+    file order."""
+    parsed = stages(path)
+    wanted = set(lineage(target, path))
+    todo = list(wanted)
+    while todo:
+        for word, rest in parsed[todo.pop()]:
+            sources = [from_parts(rest)[0]] if word == "FROM" else []
+            sources += re.findall(r"--from=(\S+)", rest) if word == "COPY" else []
+            for source in sources:
+                if source in parsed and source not in wanted:
+                    wanted.add(source)
+                    todo.append(source)
+    return [name for name in parsed if name in wanted]
 
 
 def _substitute(value: str, args: dict[str, str]) -> str:
@@ -332,19 +392,27 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 
 
 def render(role: str, overrides: dict[str, str]) -> Rendered:
-    path = ROOT / "images" / role / "Dockerfile"
+    """The role's target as `build_command` builds it: its build arguments on top of the
+    Dockerfile's defaults, then `overrides`."""
+    overrides = {**ROLE_BUILD_ARGS.get(role, {}), **overrides}
+    parsed = stages(DOCKERFILE)
+    # The global ARGs, then the stages the target builds.
+    body = list(itertools.takewhile(lambda i: i[0] != "FROM", instructions(DOCKERFILE)))
+    for name in needed(role):
+        body += parsed[name]
     args: dict[str, str] = {}
-    stages: list[tuple[str, str]] = []
+    built: list[tuple[str, str]] = []
     copies: list[str] = []
-    for word, rest in instructions(path):
+    for word, rest in body:
         if word == "ARG":
-            key, _, default = rest.partition("=")
-            if key not in args or not stages:
-                args[key] = overrides.get(key, default.strip('"'))
+            key, has_default, default = rest.partition("=")
+            if key in overrides:
+                args[key] = overrides[key]
+            elif has_default and key not in args:
+                args[key] = default.strip('"')
         elif word == "FROM":
-            parts = rest.split()
-            name = parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else "(final)"
-            stages.append((name, _substitute(parts[0], args)))
+            source, alias = from_parts(rest)
+            built.append((alias or str(len(built)), _substitute(source, args)))
         elif word == "COPY" and "--from" not in rest:
             copies += [c.rstrip("/") for c in rest.split()[:-1] if not c.startswith("--")]
     ignore = ROOT / ".dockerignore"
@@ -354,7 +422,7 @@ def render(role: str, overrides: dict[str, str]) -> Rendered:
         if line.strip() and not line.startswith("#")
     ]
     missing = [c for c in copies if not (ROOT / c).exists() or dockerignore_excludes(c, patterns)]
-    return Rendered(args, stages, copies, missing)
+    return Rendered(args, built, copies, missing)
 
 
 # --- main --------------------------------------------------------------------------------
@@ -383,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--torch-index-url",
         default=env("TORCH_INDEX_URL"),
-        help="index for the CPU torch wheel (default: the Dockerfiles' PyTorch CPU index)",
+        help="index for the CPU torch wheel (default: the Dockerfile's PyTorch CPU index)",
     )
     p.add_argument(
         "--wheelhouse",
@@ -417,10 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"images: unknown role(s) {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    dockerfiles = [ROOT / "images" / role / "Dockerfile" for role in roles]
     try:
         if args.action == "lint":
-            return 0 if lint(dockerfiles) else 1
+            return 0 if lint([DOCKERFILE]) else 1
         engine = choose_engine(args.engine)
         gpu, why = gpu_wanted(args.gpu)
         torch = torch_source(args, engine)
@@ -432,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             command = build_command(engine, role, image, torch, no_pull)
             if role == TRAINER_GPU and not gpu:
                 say(f"{image}: not built ({why}); lint and render instead")
-                if not lint([ROOT / "images" / role / "Dockerfile"]):
+                if not lint([DOCKERFILE]):
                     return 1
                 rendered = render(role, {})
                 print(json.dumps(rendered.__dict__, indent=2))

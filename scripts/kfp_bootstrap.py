@@ -148,7 +148,7 @@ def version_name(package: Path) -> str:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from ctpipe.config import load
-    from ctpipe.monitor.submit import KfpSubmitter
+    from ctpipe.pipelines.submit import KfpSubmitter
 
     config = load(args.config)
     package = Path(args.package)

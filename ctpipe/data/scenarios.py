@@ -229,14 +229,7 @@ def abrupt_change(rows: int = 12_000, seed: int = 0) -> pa.Table:
     logit = sign * (1.3 * x[:, 0] - 0.9 * x[:, 1] + np.array([0.0, 0.6, -0.6])[segment]) + 0.3 * (
         x[:, 2] - np.where(after, ABRUPT_SHIFT, 0.0)
     )
-    return _table(
-        rng,
-        position,
-        seed,
-        {**_numeric(x), "segment": _levels(SEGMENTS, segment)},
-        logit,
-        days=120,
-    )
+    return _table(rng, position, seed, _segmented(x, segment), logit, days=120)
 
 
 def stationary(rows: int = 12_000, seed: int = 0) -> pa.Table:
@@ -245,14 +238,7 @@ def stationary(rows: int = 12_000, seed: int = 0) -> pa.Table:
     x = rng.normal(0.0, 1.0, (rows, 3))
     segment = _choose(rng, SEGMENTS, np.array([0.5, 0.3, 0.2]), rows)
     logit = 1.2 * x[:, 0] - 0.8 * x[:, 1] + 0.4 * x[:, 2] + np.array([0.0, 0.5, -0.5])[segment]
-    return _table(
-        rng,
-        position,
-        seed,
-        {**_numeric(x), "segment": _levels(SEGMENTS, segment)},
-        logit,
-        days=120,
-    )
+    return _table(rng, position, seed, _segmented(x, segment), logit, days=120)
 
 
 SCENARIOS: dict[str, Callable[[int, int], pa.Table]] = {
@@ -371,6 +357,11 @@ def _levels(levels: tuple[str, ...], codes: np.ndarray) -> pa.Array:
 def _numeric(x: np.ndarray) -> dict[str, np.ndarray]:
     """Columns x0, x1, ... of a (rows, k) draw, rounded as a CSV would keep them."""
     return {f"x{i}": np.round(x[:, i], 6) for i in range(x.shape[1])}
+
+
+def _segmented(x: np.ndarray, segment: np.ndarray) -> dict[str, np.ndarray | pa.Array]:
+    """Numeric columns x0.. and the segment each row belongs to."""
+    return {**_numeric(x), "segment": _levels(SEGMENTS, segment)}
 
 
 def _table(

@@ -99,9 +99,10 @@ def split(
     rows under WINDOW. `window`: train.window resolved (an auto window is the backtest's
     choice); default: config.train.window, which must not be auto then. `final_window`:
     the final refit's window, ending at the newest row (default: `window`)."""
+    from ctpipe import options
     from ctpipe.training import windows
 
-    spec = window or windows.parse(config.train.window)
+    spec = window or options.parse_window(config.train.window)
     final = final_window or spec
     ordered, dropped = labelled_in_order(table, config)
     times = times_of(ordered, config)

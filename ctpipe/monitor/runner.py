@@ -1,4 +1,10 @@
-"""One monitor run: measure, judge the triggers, apply the policy, maybe submit, record.
+"""One monitor run, in four steps with a typed result each:
+
+    measure  the window and its drift, the labelled performance, the error stream, the
+             last run's outcome (Measurement)
+    judge    the triggers, then the retraining rules of ctpipe.monitor.decide (Judgement)
+    act      claim and submit, or not (Action)
+    record   the decision record, the drift report, the metrics push (MonitorOutcome)
 
     champion (MLflow)  ->  reference profile (stored with the model at training time)
     prediction log     ->  current window  ->  drift engine     -> data_drift
@@ -6,7 +12,7 @@
     champion's data age                                         -> schedule
     --manual                                                    -> manual
     the last run's outcome (failed runs in a row)               -> backoff, blocked
-    policy (cooldown, new rows, one active run, claims)         -> none | skip | submit | blocked
+    monitor.policy (cooldown, new rows, one active run, claims) -> none | skip | submit | blocked
 
 Page-Hinkley (any sequential detector) sees only the champion's labelled predictions after
 the later of its data's end and the last run that ran to the end (blessed or refused):
@@ -36,13 +42,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctpipe import predlog, preflight, registry, storage
+from ctpipe import evaluation, predlog, preflight, registry, storage
 from ctpipe.config import METRICS, Config, parse_duration
 from ctpipe.data.schema import PendingChange, SchemaStore
 from ctpipe.errors import CtpipeError, DataError
-from ctpipe.monitor import policy as policy_module
-from ctpipe.monitor import triggers
-from ctpipe.monitor.policy import Decision
+from ctpipe.monitor import decide, triggers
+from ctpipe.monitor.decide import Decision
 from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
 from ctpipe.monitor.submit import RunRef, SubmitError, Submitter, short_error
 from ctpipe.monitor.triggers import TriggerResult
@@ -54,15 +59,6 @@ def predictions_root(config: Config) -> str:
 
 def labels_root(config: Config) -> str:
     return config.monitor.labels or storage.join(config.state_dir, "labels")
-
-
-def performance_metric(config: Config, classes: list[Any]) -> str:
-    chosen = config.monitor.triggers.performance_metric
-    if chosen:
-        return chosen
-    if config.task == "regression":
-        return "rmse"
-    return "roc_auc" if len(classes) == 2 else "accuracy"
 
 
 @dataclass
@@ -84,7 +80,7 @@ class MonitorOutcome:
             f"  {'FIRED' if t.fired else 'ok   '} {t.name:<13} {t.reason}" for t in self.triggers
         ]
         lines += [f"  - {r}" for r in self.decision.reasons if not r.startswith("fired:")]
-        if self.decision.action == policy_module.BLOCKED:
+        if self.decision.action == decide.BLOCKED:
             lines.append(
                 "  BLOCKED: no run is submitted until the cause is fixed; "
                 "`ctpipe monitor --manual` submits one anyway"
@@ -147,7 +143,7 @@ def run_monitor(
     store = MonitorStore(config.state_dir, config.model_name)
     try:
         preflight.check(config)
-        outcome = _judge(
+        outcome = _visit(
             config,
             submitter,
             store,
@@ -172,7 +168,7 @@ def run_monitor(
     return outcome
 
 
-def _judge(
+def _visit(
     config: Config,
     submitter: Submitter,
     store: MonitorStore,
@@ -185,71 +181,90 @@ def _judge(
     dry_run: bool,
     say: Callable[[str], None],
 ) -> MonitorOutcome:
-    from ctpipe import drift
-
+    """Measure, judge, act, record. Only measuring (a run's outcome learned, the drift's
+    start) and acting (the claim, the run) write state; judging reads; the record is last."""
     mlflow_client = registry.client(config)
     champion = registry.champion(config, mlflow_client)
     if champion is None:
-        decision = Decision(
-            policy_module.NONE, ("no champion yet: nothing to monitor; run the pipeline first",), ()
-        )
-        record = {
-            "time": now.isoformat(),
-            "model": config.model_name,
-            "champion": None,
-            **decision.to_dict(),
-        }
-        return MonitorOutcome(decision, [], record, store.record(record, now))
+        return _record_no_champion(config, store, now)
+    measured = _measure(config, submitter, store, champion, now, say)
+    judged = _judge(config, measured, now, manual=manual, note=note)
+    acted = _act(config, submitter, store, measured, judged.decision, now, dry_run=dry_run, say=say)
+    return _record(
+        config, store, measured, judged, acted, now, pushgateway=pushgateway, report=report
+    )
 
+
+def _record_no_champion(config: Config, store: MonitorStore, now: datetime) -> MonitorOutcome:
+    decision = Decision(
+        decide.NONE, ("no champion yet: nothing to monitor; run the pipeline first",), ()
+    )
+    record = {
+        "time": now.isoformat(),
+        "model": config.model_name,
+        "champion": None,
+        **decision.to_dict(),
+    }
+    return MonitorOutcome(decision, [], record, store.record(record, now))
+
+
+# ------------------------------------------------------------------------ measure
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a visit read and computed before judging: the champion's traffic, its
+    drift, labelled performance and error stream, and the state as the visit left it
+    (a finished run's outcome learned, the drift's start kept)."""
+
+    champion: registry.ModelRef
+    as_of: datetime  # the end of the champion's data: age, cooldown and new rows count from it
+    age: float  # seconds from as_of to now
+    current: pa.Table  # the window's predictions, with their features
+    log_rows: int
+    drift: Any  # ctpipe.drift.DriftReport when the window was judged, else None
+    unlabelled: int
+    labelled: int  # the champion's labelled predictions
+    newest_labelled: datetime | None
+    metric: str  # the metric that judges the champion (performance.metric: the one computed)
+    performance: RecentMetric
+    test_metrics: dict[str, float]
+    sequential_since: datetime  # the sequential detectors and the schedule start here
+    sequential_from: str  # "champion" or "last_run"
+    sequential_rows: int
+    errors: np.ndarray  # per-prediction errors since sequential_since
+    new_rows: int  # labelled rows newer than new_rows_since
+    new_rows_since: datetime
+    drift_since: str | None
+    new_predictions: int  # predictions newer than the champion's data
+    state: State
+    active: str | None  # a run this monitor started that is still active
+
+
+def _measure(
+    config: Config,
+    submitter: Submitter,
+    store: MonitorStore,
+    champion: registry.ModelRef,
+    now: datetime,
+    say: Callable[[str], None],
+) -> Measurement:
     as_of = champion_as_of(champion)
     classes = json.loads(champion.tags.get(registry.TAG_CLASSES, "[]"))
     window = timedelta(seconds=parse_duration(config.monitor.window))
-    settings = config.monitor
     say(
         f"champion {config.model_name} v{champion.version}, trained on data up to {as_of:%Y-%m-%d %H:%M}"
     )
 
-    # --- current window and data drift
     # The whole history without its features (counts, the label join), the features of
     # the current window only: a day of traffic is millions of rows, and the pod has 2 GiB.
     log, current = predlog.read_history_and_window(
         predictions_root(config), config.model_name, now=now, window=window
     )
-    drift_report = None
-    if settings.triggers.data_drift and current.num_rows >= settings.min_rows:
-        files = registry.download_reference(champion)
-        profile = drift.ReferenceProfile.from_bytes(files.profile.read_bytes())
-        rule = settings.drift
-        drift_settings = drift.DriftSettings(
-            method=rule.method,
-            numeric_threshold=rule.numeric_threshold,
-            categorical_threshold=rule.categorical_threshold,
-            alpha=rule.alpha,
-            share=rule.share,
-            thresholds=rule.thresholds,
-        )
-        drift_report = drift.check(profile, predlog.features_table(current), drift_settings)
-        say(drift_report.summary())
-
-    # --- delayed labels: performance and concept drift of this champion
-    labels = predlog.read_labels(labels_root(config), config.model_name)
-    joined = predlog.join_labels(log, labels)
-    joined.raise_if_unmatched()
-    mine = joined.table.filter(pc.equal(joined.table[predlog.MODEL_VERSION], champion.version))
-    check_label_domain(mine, config, classes, champion.version)
-    metric = performance_metric(config, classes)
-    measured = _recent_metric(
-        mine, metric, config, classes, window, confidence=settings.triggers.performance_confidence
-    )
-    value, recent_count = measured.value, measured.labelled
+    drift_report = _window_drift(config, champion, current, say)
+    joined, mine, metric, measured = _labelled_performance(config, champion, log, classes, window)
     test_metrics = json.loads(champion.tags.get(registry.TAG_TEST_METRICS, "{}"))
-
-    # --- the last run: still active, or how it ended (failed runs in a row)
-    state = store.load()
-    state, active, learned = _last_run_outcome(state, submitter, now)
-    if learned:
-        store.save(state)
-        say(f"last run {state.last_run.run_name if state.last_run else '?'}: {learned}")
+    state, active = _refresh_last_run(store, submitter, now, say)
 
     # Sequential detectors and the schedule start over after the champion's data and after
     # the last run that ran to the end: a refused challenger must not leave the old alarm
@@ -260,91 +275,147 @@ def _judge(
     recent = mine.filter(
         pc.greater(mine[predlog.TIMESTAMP], pa.scalar(sequential_since, predlog.TIMESTAMP_TYPE))
     )
-    errors = _error_stream(recent, config, test_metrics)
 
     # New training data: labelled rows newer than what the champion learned from and, while
     # the data has drifted, newer than the drift's first window. A run needs labels from
     # the world as it is now; rows from before a change would only teach the old world.
+    state, drift_since = _keep_drift_since(store, state, drift_report, now, window)
+    since = max(as_of, datetime.fromisoformat(drift_since)) if drift_since else as_of
+    return Measurement(
+        champion=champion,
+        as_of=as_of,
+        age=(now - as_of).total_seconds(),
+        current=current,
+        log_rows=log.num_rows,
+        drift=drift_report,
+        unlabelled=joined.unlabelled,
+        labelled=mine.num_rows,
+        newest_labelled=pc.max(mine[predlog.TIMESTAMP]).as_py() if mine.num_rows else None,
+        metric=metric,
+        performance=measured,
+        test_metrics=test_metrics,
+        sequential_since=sequential_since,
+        sequential_from=sequential_from,
+        sequential_rows=recent.num_rows,
+        errors=_error_stream(recent, config, test_metrics),
+        new_rows=_newer(joined.table, since),
+        new_rows_since=since,
+        drift_since=drift_since,
+        new_predictions=_newer(log, as_of),
+        state=state,
+        active=active,
+    )
+
+
+def _window_drift(
+    config: Config, champion: registry.ModelRef, current: pa.Table, say: Callable[[str], None]
+) -> Any:
+    """The current window's drift from the champion's reference profile; None when the
+    trigger is off or the window has too few rows to judge."""
+    from ctpipe import drift
+
+    settings = config.monitor
+    drift_report = None
+    if settings.triggers.data_drift and current.num_rows >= settings.min_rows:
+        files = registry.download_reference(champion)
+        profile = drift.ReferenceProfile.from_bytes(files.profile.read_bytes())
+        drift_report = drift.compare(profile, predlog.features_table(current), settings.drift)
+        say(drift_report.summary())
+    return drift_report
+
+
+def _labelled_performance(
+    config: Config,
+    champion: registry.ModelRef,
+    log: pa.Table,
+    classes: list[Any],
+    window: timedelta,
+) -> tuple[predlog.LabelledPredictions, pa.Table, str, RecentMetric]:
+    """The delayed labels joined to the log, the champion's labelled predictions, the
+    metric that judges it, and that metric on its newest labelled window."""
+    labels = predlog.read_labels(labels_root(config), config.model_name)
+    joined = predlog.join_labels(log, labels)
+    joined.raise_if_unmatched()
+    mine = joined.table.filter(pc.equal(joined.table[predlog.MODEL_VERSION], champion.version))
+    check_label_domain(mine, config, classes, champion.version)
+    triggers_config = config.monitor.triggers
+    metric = evaluation.performance_metric(
+        config.task, len(classes), triggers_config.performance_metric
+    )
+    measured = _recent_metric(
+        mine, metric, config, classes, window, confidence=triggers_config.performance_confidence
+    )
+    return joined, mine, metric, measured
+
+
+def _refresh_last_run(
+    store: MonitorStore, submitter: Submitter, now: datetime, say: Callable[[str], None]
+) -> tuple[State, str | None]:
+    """The state with the last run's outcome, once it is known; and the run still
+    active, if any."""
+    state = store.load()
+    state, active, learned = _last_run_outcome(state, submitter, now)
+    if learned:
+        store.save(state)
+        say(f"last run {state.last_run.run_name if state.last_run else '?'}: {learned}")
+    return state, active
+
+
+def _keep_drift_since(
+    store: MonitorStore, state: State, drift_report: Any, now: datetime, window: timedelta
+) -> tuple[State, str | None]:
+    """When the data started drifting (the first drifted window), kept in the state
+    while it drifts; None while it does not."""
     drifting = drift_report is not None and drift_report.drifted
     drift_since = (state.drift_since or (now - window).isoformat()) if drifting else None
     if drift_report is not None and drift_since != state.drift_since:
         state = dataclasses.replace(state, drift_since=drift_since)
         store.save(state)
-    since = max(as_of, datetime.fromisoformat(drift_since)) if drift_since else as_of
-    new_rows = int(
-        pc.sum(
-            pc.greater(joined.table[predlog.TIMESTAMP], pa.scalar(since, predlog.TIMESTAMP_TYPE))
-        ).as_py()
-        or 0
-    )
-    after = pa.scalar(as_of, predlog.TIMESTAMP_TYPE)
-    new_predictions = int(pc.sum(pc.greater(log[predlog.TIMESTAMP], after)).as_py() or 0)
-    age = (now - as_of).total_seconds()
-    max_age = settings.triggers.max_model_age
-    rules = settings.triggers
-    performance_result = triggers.performance(
-        measured.metric,
-        value,
-        recent_count,
-        higher_is_better=METRICS[config.task][measured.metric],
-        min_labelled=rules.min_labelled,
-        floor=rules.performance_floor,
-        champion_value=test_metrics.get(measured.metric),
-        margin=rules.performance_margin,
-        interval=measured.interval,
-    )
-    # Labels in time outrank data drift: see triggers.weigh.
-    newest_labelled = pc.max(mine[predlog.TIMESTAMP]).as_py() if mine.num_rows else None
-    labels_timely = triggers.label_timeliness(
-        newest_labelled,
-        now,
-        recent_count,
-        min_labelled=rules.min_labelled,
-        horizon=rules.label_horizon,
-        measured=value is not None,
-    )
-    drift_result, weighting = triggers.weigh(
-        _data_drift_trigger(drift_report, current.num_rows, config),
-        performance_result,
-        labels_timely,
-        large_share=rules.large_drift_share,
-        performance_judged=rules.performance_floor is not None
-        or (rules.performance_margin is not None and measured.metric in test_metrics),
-    )
-    fired = [
-        triggers.schedule(
-            (now - sequential_since).total_seconds(),
-            parse_duration(max_age) if max_age else None,
-            since_run=sequential_from == "last_run",
-        ),
-        drift_result,
-        performance_result,
-        triggers.concept_drift(
-            errors,
-            settings.triggers.page_hinkley_delta,
-            settings.triggers.page_hinkley_threshold,
-            since=sequential_since.isoformat(),
-        )
-        if settings.triggers.concept_drift
-        else triggers.off(triggers.CONCEPT_DRIFT),
-        triggers.manual(manual, note),
-    ]
+    return state, drift_since
 
-    # --- policy, claim, submit
+
+def _newer(table: pa.Table, since: datetime) -> int:
+    """Rows of the log (or of its labelled join) stamped after `since`."""
+    after = pa.scalar(since, predlog.TIMESTAMP_TYPE)
+    return int(pc.sum(pc.greater(table[predlog.TIMESTAMP], after)).as_py() or 0)
+
+
+# -------------------------------------------------------------------------- judge
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The triggers, how data drift weighed against performance, and the decision of
+    the retraining rules (ctpipe.monitor.decide) on them."""
+
+    triggers: list[TriggerResult]
+    weighting: dict[str, Any]
+    decision: Decision
+    pending: list[PendingChange]  # schema changes waiting for approval when judged
+
+
+def _judge(
+    config: Config, measured: Measurement, now: datetime, *, manual: bool, note: str
+) -> Judgement:
+    fired, weighting = _triggers(config, measured, now, manual=manual, note=note)
+    state = measured.state
     last_run_at = max(
-        [t for t in (as_of, state.last_run.at if state.last_run else None) if t is not None]
+        [
+            t
+            for t in (measured.as_of, state.last_run.at if state.last_run else None)
+            if t is not None
+        ]
     )
     # Reasons to submit nothing at all, each "blocked: ..."; too many failed runs in a row
-    # add theirs inside the policy.
-    schemas = SchemaStore(config.state_dir, config.model_name)
-    pending = schemas.pending()
-    decision = policy_module.decide(
+    # add theirs inside the decision rules.
+    pending = SchemaStore(config.state_dir, config.model_name).pending()
+    decision = decide.decide(
         fired,
-        settings.policy,
+        config.monitor.policy,
         now=now,
-        new_rows=new_rows,
+        new_rows=measured.new_rows,
         last_run_at=last_run_at,
-        active_run=active,
+        active_run=measured.active,
         failures=_failures(state),
         blocks=_schema_blocks(pending),
     )
@@ -352,42 +423,154 @@ def _judge(
         decision = Decision(
             decision.action, (*decision.reasons, weighting["explanation"]), decision.fired
         )
-    run = None
-    failed: _Submitted | None = None
-    if decision.action == policy_module.SUBMIT and dry_run:
-        decision = Decision(
-            policy_module.SKIP, (*decision.reasons, "dry run: nothing submitted"), decision.fired
+    return Judgement(fired, weighting, decision, pending)
+
+
+def _triggers(
+    config: Config, measured: Measurement, now: datetime, *, manual: bool, note: str
+) -> tuple[list[TriggerResult], dict[str, Any]]:
+    """Every trigger, in the record's order, and the weighting of data drift against
+    performance."""
+    rules = config.monitor.triggers
+    performance = measured.performance
+    performance_result = triggers.performance(
+        performance.metric,
+        performance.value,
+        performance.labelled,
+        higher_is_better=METRICS[config.task][performance.metric],
+        min_labelled=rules.min_labelled,
+        floor=rules.performance_floor,
+        champion_value=measured.test_metrics.get(performance.metric),
+        margin=rules.performance_margin,
+        interval=performance.interval,
+    )
+    # Labels in time outrank data drift: see triggers.weigh.
+    labels_timely = triggers.label_timeliness(
+        measured.newest_labelled,
+        now,
+        performance.labelled,
+        min_labelled=rules.min_labelled,
+        horizon=rules.label_horizon,
+        measured=performance.value is not None,
+    )
+    drift_result, weighting = triggers.weigh(
+        _data_drift_trigger(measured.drift, measured.current.num_rows, config),
+        performance_result,
+        labels_timely,
+        large_share=rules.large_drift_share,
+        performance_judged=rules.performance_floor is not None
+        or (rules.performance_margin is not None and performance.metric in measured.test_metrics),
+    )
+    max_age = rules.max_model_age
+    fired = [
+        triggers.schedule(
+            (now - measured.sequential_since).total_seconds(),
+            parse_duration(max_age) if max_age else None,
+            since_run=measured.sequential_from == "last_run",
+        ),
+        drift_result,
+        performance_result,
+        triggers.concept_drift(
+            measured.errors,
+            rules.page_hinkley_delta,
+            rules.page_hinkley_threshold,
+            since=measured.sequential_since.isoformat(),
         )
-    elif decision.action == policy_module.SUBMIT:
-        generation = store.claim(state, now, parse_duration(settings.policy.claim_ttl))
-        if generation is None:
-            decision = Decision(
-                policy_module.SKIP,
+        if rules.concept_drift
+        else triggers.off(triggers.CONCEPT_DRIFT),
+        triggers.manual(manual, note),
+    ]
+    return fired, weighting
+
+
+# ---------------------------------------------------------------------------- act
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the visit did: the decision as it finally stands (a dry run, a claim held by
+    another monitor or a failed submission adds its reason), the state after it, and the
+    run submitted or the submission that failed."""
+
+    decision: Decision
+    state: State
+    run: RunRef | None = None
+    failed: _Submitted | None = None
+
+
+def _act(
+    config: Config,
+    submitter: Submitter,
+    store: MonitorStore,
+    measured: Measurement,
+    decision: Decision,
+    now: datetime,
+    *,
+    dry_run: bool,
+    say: Callable[[str], None],
+) -> Action:
+    """Submit what the decision submits, under a claim on the next generation."""
+    state = measured.state
+    if decision.action != decide.SUBMIT:
+        return Action(decision, state)
+    if dry_run:
+        return Action(
+            Decision(
+                decide.SKIP, (*decision.reasons, "dry run: nothing submitted"), decision.fired
+            ),
+            state,
+        )
+    generation = store.claim(state, now, parse_duration(config.monitor.policy.claim_ttl))
+    if generation is None:
+        return Action(
+            Decision(
+                decide.SKIP,
                 (*decision.reasons, "another monitor claimed this submission"),
                 decision.fired,
-            )
-        else:
-            submitted = _submit(
-                config, submitter, store, state, decision, generation, now, drift_since, say
-            )
-            state, run = submitted.state, submitted.run
-            if submitted.error is not None:
-                failed = submitted
-                decision = Decision(
-                    decision.action,
-                    (
-                        *decision.reasons,
-                        f"submission failed: {short_error(submitted.error, 300)}; the claim "
-                        f"on generation {generation} is released",
-                    ),
-                    decision.fired,
-                )
+            ),
+            state,
+        )
+    submitted = _submit(
+        config, submitter, store, state, decision, generation, now, measured.drift_since, say
+    )
+    if submitted.error is None:
+        return Action(decision, submitted.state, submitted.run)
+    decision = Decision(
+        decision.action,
+        (
+            *decision.reasons,
+            f"submission failed: {short_error(submitted.error, 300)}; the claim "
+            f"on generation {generation} is released",
+        ),
+        decision.fired,
+    )
+    return Action(decision, submitted.state, submitted.run, submitted)
 
+
+# ------------------------------------------------------------------------- record
+
+
+def _record(
+    config: Config,
+    store: MonitorStore,
+    measured: Measurement,
+    judged: Judgement,
+    acted: Action,
+    now: datetime,
+    *,
+    pushgateway: str | None,
+    report: bool,
+) -> MonitorOutcome:
+    """The drift report, the decision record and the metrics push of a judged visit."""
+    settings = config.monitor
+    champion, current, drift_report = measured.champion, measured.current, measured.drift
+    state, run, failed = acted.state, acted.run, acted.failed
     # Blocked after this visit: a block stands, or failed runs reached the limit (a manual
     # run that just failed keeps it; one that ran to the end lifted it).
-    still = policy_module.failure_block(settings.policy, _failures(state))
+    still = decide.failure_block(settings.policy, _failures(state))
+    pending = judged.pending
     if run is not None:  # it may have proposed a schema change
-        pending = schemas.pending()
+        pending = SchemaStore(config.state_dir, config.model_name).pending()
     blocked = [*_schema_blocks(pending), *([still] if still else [])]
 
     outcome_notes: list[str] = []
@@ -397,47 +580,108 @@ def _judge(
             config, champion, current, drift_report, now, outcome_notes
         )
 
-    record = {
+    record = _decision_record(
+        config,
+        measured,
+        judged,
+        acted,
+        now,
+        blocked,
+        pending,
+        report_uri,
+        mlflow_report,
+        outcome_notes,
+    )
+    record_uri = store.record(record, now)
+    if pushgateway:
+        _push(
+            pushgateway,
+            config,
+            drift_report,
+            acted.decision,
+            judged.triggers,
+            measured.age,
+            measured.metric,
+            measured.performance.value,
+            current.num_rows,
+            outcome_notes,
+            blocked=bool(blocked),
+            failed_runs=state.failures,
+            schema_changes_pending=len(pending),
+        )
+    return MonitorOutcome(
+        acted.decision,
+        judged.triggers,
+        record,
+        record_uri,
+        run,
+        drift_report,
+        report_uri,
+        outcome_notes,
+        submit_error=failed.error if failed else None,
+        submit_cause=failed.cause if failed else None,
+    )
+
+
+def _decision_record(
+    config: Config,
+    measured: Measurement,
+    judged: Judgement,
+    acted: Action,
+    now: datetime,
+    blocked: list[str],
+    pending: list[PendingChange],
+    report_uri: str | None,
+    mlflow_report: str | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    champion, performance, state = measured.champion, measured.performance, acted.state
+    interval = performance.interval
+    return {
         "time": now.isoformat(),
         "model": config.model_name,
-        "champion": {"version": champion.version, "as_of": as_of.isoformat(), "age_seconds": age},
+        "champion": {
+            "version": champion.version,
+            "as_of": measured.as_of.isoformat(),
+            "age_seconds": measured.age,
+        },
         "inputs": {
             "window": config.monitor.window,
-            "window_rows": current.num_rows,
-            "log_rows": log.num_rows,
-            "new_labelled_rows": new_rows,
-            "new_rows_since": since.isoformat(),
-            "drift_since": drift_since,
-            "sequential_since": sequential_since.isoformat(),
-            "sequential_since_from": sequential_from,
-            "sequential_rows": recent.num_rows,
-            "new_predictions_since_champion": new_predictions,
-            "labelled_champion_rows": mine.num_rows,
-            "unlabelled_rows": joined.unlabelled,
+            "window_rows": measured.current.num_rows,
+            "log_rows": measured.log_rows,
+            "new_labelled_rows": measured.new_rows,
+            "new_rows_since": measured.new_rows_since.isoformat(),
+            "drift_since": measured.drift_since,
+            "sequential_since": measured.sequential_since.isoformat(),
+            "sequential_since_from": measured.sequential_from,
+            "sequential_rows": measured.sequential_rows,
+            "new_predictions_since_champion": measured.new_predictions,
+            "labelled_champion_rows": measured.labelled,
+            "unlabelled_rows": measured.unlabelled,
         },
         "statistics": {
-            "drift": drift_report.to_dict() if drift_report is not None else None,
+            "drift": measured.drift.to_dict() if measured.drift is not None else None,
             "performance": {
-                "metric": measured.metric,
-                "value": value,
-                "labelled": recent_count,
-                "low": measured.interval.low if measured.interval else None,
-                "high": measured.interval.high if measured.interval else None,
-                "confidence": measured.interval.confidence if measured.interval else None,
+                "metric": performance.metric,
+                "value": performance.value,
+                "labelled": performance.labelled,
+                "low": interval.low if interval else None,
+                "high": interval.high if interval else None,
+                "confidence": interval.confidence if interval else None,
             },
-            "champion_test_metrics": test_metrics,
+            "champion_test_metrics": measured.test_metrics,
         },
-        "triggers": [t.to_dict() for t in fired],
-        "weighting": weighting,
-        **decision.to_dict(),
-        "run": None if run is None else dataclasses.asdict(run),
+        "triggers": [t.to_dict() for t in judged.triggers],
+        "weighting": judged.weighting,
+        **acted.decision.to_dict(),
+        "run": None if acted.run is None else dataclasses.asdict(acted.run),
         "submission_failure": None
-        if failed is None
-        else {"error": failed.error, "claim": failed.claim_uri, "claim_released": True},
+        if acted.failed is None
+        else {"error": acted.failed.error, "claim": acted.failed.claim_uri, "claim_released": True},
         "last_run": None if state.last_run is None else dataclasses.asdict(state.last_run),
         "failures": {
             "in_a_row": state.failures,
-            "max": settings.policy.max_failed_runs,
+            "max": config.monitor.policy.max_failed_runs,
             "last_error": state.last_error,
             "last_failure_at": state.last_failure_at,
         },
@@ -457,37 +701,8 @@ def _judge(
         },
         "drift_report": report_uri,
         "drift_report_mlflow": mlflow_report,
-        "notes": outcome_notes,
+        "notes": notes,
     }
-    record_uri = store.record(record, now)
-    if pushgateway:
-        _push(
-            pushgateway,
-            config,
-            drift_report,
-            decision,
-            fired,
-            age,
-            metric,
-            value,
-            current.num_rows,
-            outcome_notes,
-            blocked=bool(blocked),
-            failed_runs=state.failures,
-            schema_changes_pending=len(pending),
-        )
-    return MonitorOutcome(
-        decision,
-        fired,
-        record,
-        record_uri,
-        run,
-        drift_report,
-        report_uri,
-        outcome_notes,
-        submit_error=failed.error if failed else None,
-        submit_cause=failed.cause if failed else None,
-    )
 
 
 @dataclass(frozen=True)
@@ -561,7 +776,7 @@ def _record_error(
     ):
         say(f"no decision record: state_dir {config.state_dir} is on the S3 that does not answer")
         return
-    decision = Decision(policy_module.ERROR, (str(exc),), ())
+    decision = Decision(decide.ERROR, (str(exc),), ())
     record = {
         "time": now.isoformat(),
         "model": config.model_name,
@@ -650,8 +865,8 @@ def _last_run_outcome(
     return state, None, ""  # not visible from here (a local run of another process)
 
 
-def _failures(state: State) -> policy_module.Failures:
-    return policy_module.Failures(state.failures, state.last_error, state.failed_at)
+def _failures(state: State) -> decide.Failures:
+    return decide.Failures(state.failures, state.last_error, state.failed_at)
 
 
 def _schema_blocks(waiting: list[PendingChange]) -> tuple[str, ...]:
@@ -662,7 +877,7 @@ def _schema_blocks(waiting: list[PendingChange]) -> tuple[str, ...]:
     newest = waiting[-1]
     more = f" ({len(waiting)} changes waiting)" if len(waiting) > 1 else ""
     return (
-        f"{policy_module.BLOCKED_PREFIX}schema change needs approval{more}: {newest.describe()}; "
+        f"{decide.BLOCKED_PREFIX}schema change needs approval{more}: {newest.describe()}; "
         f"accept it with `{newest.accept_command}`",
     )
 
@@ -706,8 +921,6 @@ def _recent_metric(
     """The metric on the champion's labelled predictions within one window of the newest
     labelled one (anchored there, not at now, because labels arrive late), and with a
     `confidence` its bootstrap interval."""
-    from ctpipe import evaluation
-
     if labelled.num_rows == 0:
         return RecentMetric(metric, None, 0)
     newest = pc.max(labelled[predlog.TIMESTAMP]).as_py()
@@ -716,36 +929,25 @@ def _recent_metric(
             labelled[predlog.TIMESTAMP], pa.scalar(newest - window, predlog.TIMESTAMP_TYPE)
         )
     )
-    truth = recent[predlog.LABEL].to_pylist()
-    if config.task == "regression":
-        target = evaluation.Target.of(np.asarray(truth, dtype=float), "regression")
-        scores = np.asarray(
-            pc.cast(recent[predlog.PREDICTION], pa.float64()).to_numpy(zero_copy_only=False)
-        )
-    elif metric == "roc_auc":
-        target = evaluation.Target.of(
-            truth, "classification", tuple(predlog.prediction_text(c) for c in classes)
-        )
-        positive = np.asarray(recent[predlog.SCORE].to_numpy(zero_copy_only=False), dtype=float)
-        scores = np.column_stack([1.0 - positive, positive])
-        if len(set(target.values.tolist()) - {-1}) < 2:
-            return RecentMetric(metric, None, recent.num_rows)  # AUC needs both classes
-    else:
-        names = tuple(predlog.prediction_text(c) for c in classes) or tuple(sorted(set(truth)))
-        target = evaluation.Target.of(truth, "classification", names)
-        predicted = evaluation.Target.of(
-            recent[predlog.PREDICTION].to_pylist(), "classification", names
-        ).values
-        scores = np.eye(len(names))[np.clip(predicted, 0, None)]
-        if metric != "accuracy":
-            metric = "accuracy"  # only hard predictions are logged for multiclass
-    value = evaluation.metric_value(metric, target, scores)
+    # Each column is read only when the metric needs it: a window can be millions of rows.
+    by_score = config.task != "regression" and metric == "roc_auc"
+    scored = evaluation.score_labelled(
+        metric,
+        config.task,
+        recent[predlog.LABEL].to_pylist(),
+        None if by_score else _logged_predictions(recent, config.task),
+        positive=recent[predlog.SCORE].to_numpy(zero_copy_only=False) if by_score else None,
+        classes=tuple(predlog.prediction_text(c) for c in classes),
+    )
+    if by_score and len(set(scored.target.values.tolist()) - {-1}) < 2:
+        return RecentMetric(metric, None, recent.num_rows)  # AUC needs both classes
+    value = scored.value
     interval = (
-        metric_interval(metric, target, scores, confidence=confidence)
+        metric_interval(scored.metric, scored.target, scored.scores, confidence=confidence)
         if confidence is not None and value == value
         else None
     )
-    return RecentMetric(metric, value, recent.num_rows, interval)
+    return RecentMetric(scored.metric, value, recent.num_rows, interval)
 
 
 def metric_interval(
@@ -765,8 +967,6 @@ def metric_interval(
     (an m-out-of-n bootstrap), which bounds the time and memory. None when too few
     resamples give a finite value (e.g. AUC on resamples with one class).
     """
-    from ctpipe import evaluation
-
     rows = len(target.values)
     if rows < 2:
         return None
@@ -802,16 +1002,22 @@ def _error_stream(labelled: pa.Table, config: Config, test_metrics: dict[str, fl
     """Per-prediction errors in time order: 0/1 misclassification, or |error| / test RMSE."""
     if labelled.num_rows == 0:
         return np.zeros(0)
+    truth = labelled[predlog.LABEL].to_pylist()
+    predicted = _logged_predictions(labelled, config.task)
     if config.task == "regression":
-        truth = np.asarray(labelled[predlog.LABEL].to_pylist(), dtype=float)
-        predicted = np.asarray(
+        values = np.asarray(truth, dtype=float)
+        scale = test_metrics.get("rmse") or float(np.std(values)) or 1.0
+        return np.abs(values - predicted) / scale
+    return np.array([t != p for t, p in zip(truth, predicted, strict=True)], dtype=float)
+
+
+def _logged_predictions(labelled: pa.Table, task: str) -> Any:
+    """The logged predictions: numbers for regression, else the log's spelling of each class."""
+    if task == "regression":
+        return np.asarray(
             pc.cast(labelled[predlog.PREDICTION], pa.float64()).to_numpy(zero_copy_only=False)
         )
-        scale = test_metrics.get("rmse") or float(np.std(truth)) or 1.0
-        return np.abs(truth - predicted) / scale
-    truth = labelled[predlog.LABEL].to_pylist()
-    predicted = labelled[predlog.PREDICTION].to_pylist()
-    return np.array([t != p for t, p in zip(truth, predicted, strict=True)], dtype=float)
+    return labelled[predlog.PREDICTION].to_pylist()
 
 
 def _html_report(
@@ -824,18 +1030,14 @@ def _html_report(
 ) -> tuple[str | None, str | None]:
     """The evidently page for people: written next to the decisions and attached to the
     champion's MLflow run. Returns both locations."""
-    from ctpipe import drift_report, reference
-    from ctpipe.data import tables
+    from ctpipe.drift.report import page as build_page
 
     try:
         files = registry.download_reference(champion)
-        page = drift_report.html(
-            tables.read(str(files.sample)).to_pandas(),
-            reference.sample(
-                predlog.features_table(current), config.monitor.report_rows
-            ).to_pandas(),
-            [c.name for c in report.columns if c.kind == "numeric"],
-            [c.name for c in report.columns if c.kind == "categorical"],
+        page = build_page(
+            files.sample,
+            predlog.features_table(current),
+            {c.name: c.kind for c in report.columns},
             config.monitor.drift,
             config.monitor.report_rows,
             # The page shows the thresholds the verdict used, calibrated ones included.

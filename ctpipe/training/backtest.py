@@ -99,6 +99,7 @@ class Backtest:
 
 def choose(history: pa.Table, schema: Schema, config: Config, threads: int) -> Backtest:
     """`history`: the labelled rows before the test slice, in time order."""
+    from ctpipe import options
     from ctpipe.data.split import cut, times_of
     from ctpipe.training import windows
     from ctpipe.training.search import expand
@@ -107,7 +108,7 @@ def choose(history: pa.Table, schema: Schema, config: Config, threads: int) -> B
     candidate = expand(config)[0]
     metric = config.search_metric
     higher = config.higher_is_better(metric)
-    specs = [windows.parse(text) for text in config.train.auto_windows]
+    specs = [options.parse_window(text) for text in config.train.auto_windows]
     times = times_of(history, config)
     n = len(times)
     # The folds together span the newest validation_fraction of the rows: after a change,

@@ -1,14 +1,12 @@
-"""Model families a search may use, and the parameters each accepts.
+"""Model families: their estimators, and how many threads a training step may use.
 
-The tables are static so that checking a config never imports scikit-learn (each KFP
-step is a fresh process, and that import costs seconds). A unit test keeps them in step
-with the real estimators' `get_params()`.
+Which families exist and the parameters each accepts are static tables in ctpipe.options,
+below the config that checks them.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 THREADS_ENV = "CTPIPE_TRAIN_THREADS"
@@ -27,96 +25,6 @@ def training_threads() -> int:
     from joblib import cpu_count
 
     return max(1, int(cpu_count(only_physical_cores=False)))
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    classification: tuple[str, ...]  # accepted params for each task
-    regression: tuple[str, ...]
-
-    def params_for(self, task: str) -> tuple[str, ...]:
-        return self.classification if task == "classification" else self.regression
-
-
-# ctpipe.training.torch_mlp; `device` ("auto", "cpu", "cuda") lets a config pin a candidate.
-_TORCH_MLP_PARAMS = (
-    "hidden_units",
-    "hidden_layers",
-    "dropout",
-    "embedding_dim",
-    "learning_rate",
-    "weight_decay",
-    "batch_size",
-    "max_epochs",
-    "patience",
-    "validation_fraction",
-    "amp",
-    "device",
-)
-
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family(
-            "linear",
-            classification=("C", "max_iter", "class_weight", "tol"),
-            regression=("alpha", "tol"),
-        ),
-        Family(
-            "random_forest",
-            classification=(
-                "n_estimators",
-                "max_depth",
-                "min_samples_leaf",
-                "max_features",
-                "class_weight",
-                "bootstrap",
-                "max_samples",
-            ),
-            regression=(
-                "n_estimators",
-                "max_depth",
-                "min_samples_leaf",
-                "max_features",
-                "bootstrap",
-                "max_samples",
-            ),
-        ),
-        Family(
-            "hist_gradient_boosting",
-            classification=(
-                "learning_rate",
-                "max_iter",
-                "max_depth",
-                "max_leaf_nodes",
-                "min_samples_leaf",
-                "l2_regularization",
-                "early_stopping",
-                "class_weight",
-            ),
-            regression=(
-                "learning_rate",
-                "max_iter",
-                "max_depth",
-                "max_leaf_nodes",
-                "min_samples_leaf",
-                "l2_regularization",
-                "early_stopping",
-                "loss",
-            ),
-        ),
-        Family(
-            "torch_mlp",
-            classification=_TORCH_MLP_PARAMS,
-            regression=_TORCH_MLP_PARAMS,
-        ),
-    )
-}
-
-
-# Families whose fit() takes sample_weight (train.half_life); the torch MLP does not.
-WEIGHTED_FAMILIES = frozenset({"linear", "random_forest", "hist_gradient_boosting"})
 
 
 def build_estimator(

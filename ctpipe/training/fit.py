@@ -35,10 +35,11 @@ def sample_weights(table: pa.Table, config: Config) -> np.ndarray | None:
     """train.half_life decay weights for time-ordered rows, or None (equal weights)."""
     if config.train.half_life is None:
         return None
+    from ctpipe import options
     from ctpipe.training import windows
 
     times = np.asarray(table.column(config.timestamp).cast(pa.int64()).to_numpy())
-    return windows.decay_weights(times, windows.parse_span(config.train.half_life))
+    return windows.decay_weights(times, options.parse_span(config.train.half_life))
 
 
 @dataclass(frozen=True)

@@ -14,81 +14,11 @@ gate judges, at the newest labelled row for the final refit.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
-from ctpipe.config import parse_duration
+from ctpipe.options import AUTO, EXPANDING, Span, WindowSpec
 
-EXPANDING = "expanding"
-SLIDING = "sliding"
-AUTO = "auto"
-
-_ROWS = re.compile(r"^\d+$")
-_SHARE = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
 MICROSECONDS = 1_000_000
-
-
-@dataclass(frozen=True)
-class Span:
-    """A length back from the newest row: a row count, a share of the rows, or seconds."""
-
-    rows: int | None = None
-    share: float | None = None
-    seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class WindowSpec:
-    kind: str  # expanding | sliding | auto
-    span: Span | None = None  # for sliding
-    text: str = EXPANDING
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_span(text: str | int, *, allow_share: bool = True) -> Span:
-    """'5000' -> rows, '25%' -> share, '90d' -> seconds."""
-    raw = str(text).strip()
-    if _ROWS.match(raw):
-        rows = int(raw)
-        if rows < 1:
-            raise ValueError(f"expected at least 1 row, got {raw!r}")
-        return Span(rows=rows)
-    share = _SHARE.match(raw)
-    if share:
-        if not allow_share:
-            raise ValueError(f"expected rows (5000) or a duration (30d), got {raw!r}")
-        value = float(share.group(1)) / 100
-        if not 0 < value <= 1:
-            raise ValueError(f"expected a share in (0%, 100%], got {raw!r}")
-        return Span(share=value)
-    try:
-        seconds = parse_duration(raw)
-    except ValueError:
-        shapes = "rows (5000), a share (25%) or a duration (90d)"
-        if not allow_share:
-            shapes = "rows (5000) or a duration (30d)"
-        raise ValueError(f"expected {shapes}, got {raw!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {raw!r}")
-    return Span(seconds=seconds)
-
-
-def parse(text: str) -> WindowSpec:
-    """'expanding', 'auto' or 'sliding <rows | share% | duration>'."""
-    raw = " ".join(str(text).split())
-    if raw in (EXPANDING, AUTO):
-        return WindowSpec(raw, None, raw)
-    head, _, rest = raw.partition(" ")
-    if head == SLIDING and rest:
-        return WindowSpec(SLIDING, parse_span(rest), raw)
-    raise ValueError(
-        f"expected expanding, auto, or sliding followed by rows (5000), a share (25%) or "
-        f"a duration (90d), got {text!r}"
-    )
 
 
 def start(times: np.ndarray, end: int, spec: WindowSpec) -> int:

@@ -1,7 +1,7 @@
 # A local stand-in for python:3.11-slim-bookworm, for machines that reach Debian's package
 # archive but no container registry. scripts/images.py builds it on top of a debootstrap'ed
-# bookworm root filesystem and tags it with the upstream name, so that images/*/Dockerfile
-# build unchanged. Debian bookworm's Python is 3.11, the same minor version as upstream.
+# bookworm root filesystem and tags it with the upstream name, so that images/Dockerfile
+# builds unchanged. Debian bookworm's Python is 3.11, the same minor version as upstream.
 ARG DEBIAN_IMAGE=localhost/debian:bookworm
 FROM ${DEBIAN_IMAGE}
 ENV LANG=C.UTF-8

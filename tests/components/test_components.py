@@ -142,8 +142,8 @@ def test_split_profiles_the_rows_the_model_learns_from(staged) -> None:
 def test_drift_report_without_a_champion_says_so(staged, tmp_path: Path) -> None:
     from kfp.dsl import HTML
 
-    from ctpipe import reference
     from ctpipe.components.drift_report import drift_report
+    from ctpipe.drift import profile as reference
 
     champion = artifact(Artifact, tmp_path, "champion")
     report = artifact(HTML, tmp_path, "drift.html")

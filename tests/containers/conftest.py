@@ -1,5 +1,6 @@
-"""The container tier: the images built from images/*/Dockerfile (podman, or docker where
-an engine answers), and podman's Docker-compatible socket for kfp.local's DockerRunner.
+"""The container tier: the images built from images/Dockerfile, one target each (podman, or
+docker where an engine answers), and podman's Docker-compatible socket for kfp.local's
+DockerRunner.
 
 Skipped, with the reason, where podman is not installed or cannot run containers."""
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from ctpipe.config import load
-from ctpipe.monitor.submit import KfpSubmitter
 from ctpipe.pipelines.compile import COMPILED_PATH
+from ctpipe.pipelines.submit import KfpSubmitter
 
 pytestmark = pytest.mark.cluster
 

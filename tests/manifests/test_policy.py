@@ -10,8 +10,8 @@ import yaml
 
 from ctpipe import __version__, deploy
 from ctpipe.config import from_dict
-from ctpipe.monitor import submit
 from ctpipe.pipelines import continuous_training as pipeline
+from ctpipe.pipelines import submit
 from tests.manifests.conftest import (
     MANIFESTS,
     NAMESPACE,

@@ -24,11 +24,12 @@ from ctpipe import predlog, registry
 from ctpipe.config import Config
 from ctpipe.data import synthetic
 from ctpipe.errors import DataError
-from ctpipe.monitor import policy
+from ctpipe.monitor import decide
 from ctpipe.monitor.runner import labels_root, predictions_root, run_monitor
 from ctpipe.monitor.state import MonitorStore
-from ctpipe.monitor.submit import LocalSubmitter, RunOutcome, RunRef
+from ctpipe.monitor.submit import RunOutcome, RunRef
 from ctpipe.pipelines.local import run_local
+from ctpipe.pipelines.submit import LocalSubmitter
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.pipeline
@@ -108,7 +109,7 @@ def test_quiet_traffic_needs_no_action(fresh: Config) -> None:
     batch = _stream(21, 800, shifted=False, start_days=200)
     _serve(fresh, batch, "1")
     outcome = run_monitor(fresh, LocalSubmitter(), now=_now(batch), report=False)
-    assert outcome.decision.action == policy.NONE, outcome.summary()
+    assert outcome.decision.action == decide.NONE, outcome.summary()
     assert outcome.drift is not None and not outcome.drift.drifted
     record = json.loads(Path(outcome.record_uri).read_text())
     assert record["action"] == "none" and record["inputs"]["window_rows"] == 800
@@ -121,7 +122,7 @@ def test_drift_submits_one_run_then_holds_back(fresh: Config, pushgateway: str) 
     batch = _stream(22, 800, shifted=True, start_days=200)
     _serve(fresh, batch, "1")
     outcome = run_monitor(fresh, LocalSubmitter(), now=_now(batch), pushgateway=pushgateway)
-    assert outcome.decision.action == policy.SUBMIT, outcome.summary()
+    assert outcome.decision.action == decide.SUBMIT, outcome.summary()
     assert "data_drift" in outcome.decision.fired
     assert outcome.run is not None and outcome.run.backend == "local"
     assert outcome.run.run_name.startswith("test-model-") and "data_drift" in outcome.run.run_name
@@ -145,7 +146,7 @@ def test_drift_submits_one_run_then_holds_back(fresh: Config, pushgateway: str) 
     again = run_monitor(
         fresh, LocalSubmitter(), now=_now(batch) + timedelta(minutes=5), report=False
     )
-    assert again.decision.action == policy.SKIP and again.run is None
+    assert again.decision.action == decide.SKIP and again.run is None
     assert any("cooldown" in r for r in again.decision.reasons)
     assert MonitorStore(fresh.state_dir, fresh.model_name).load().generation == state.generation
 
@@ -154,7 +155,7 @@ def test_an_empty_window_is_no_action_with_a_reason(fresh: Config) -> None:
     outcome = run_monitor(
         fresh, LocalSubmitter(), now=_now(_stream(23, 10, False, 205)), report=False
     )
-    assert outcome.decision.action == policy.NONE
+    assert outcome.decision.action == decide.NONE
     drift = next(t for t in outcome.triggers if t.name == "data_drift")
     assert "only 0 predictions in the window" in drift.reason
 
@@ -370,13 +371,13 @@ def test_an_always_failing_pipeline_backs_off_then_blocks(
         o.decision.action for o in outcomes
     ]
     actions = [o.decision.action for o in outcomes]
-    submitted_at = [h for h, a in zip(visits, actions, strict=True) if a == policy.SUBMIT]
+    submitted_at = [h for h, a in zip(visits, actions, strict=True) if a == decide.SUBMIT]
     # local: a failure is known at once; kfp: on the next visit. Waits of 1h, then 2h.
     assert submitted_at == ([0, 1, 3] if backend == "local" else [0, 2, 5]), actions
     backoffs = [r for o in outcomes for r in o.decision.reasons if r.startswith("backoff:")]
     assert backoffs and BOOM in backoffs[0]
-    first_blocked = actions.index(policy.BLOCKED)
-    assert set(actions[first_blocked:]) == {policy.BLOCKED}
+    first_blocked = actions.index(decide.BLOCKED)
+    assert set(actions[first_blocked:]) == {decide.BLOCKED}
 
     last = outcomes[-1]
     (reason,) = last.decision.blocked_by
@@ -399,7 +400,7 @@ def test_an_always_failing_pipeline_backs_off_then_blocks(
     submitter.fail = False
     later = start + timedelta(hours=201)
     manual = run_monitor(isolated, submitter, now=later, manual=True, report=False)
-    assert manual.decision.action == policy.SUBMIT and manual.run is not None
+    assert manual.decision.action == decide.SUBMIT and manual.run is not None
     assert any("despite the block" in r for r in manual.decision.reasons)
     assert len(submitter.submitted) == 4
     # The run ran to the end (refused by the gate: still a success): the count resets, at
@@ -407,7 +408,7 @@ def test_an_always_failing_pipeline_backs_off_then_blocks(
     after = run_monitor(
         isolated, submitter, now=later + timedelta(minutes=10), report=False, pushgateway=gateway
     )
-    assert after.decision.action != policy.BLOCKED and not after.record["blocked"]
+    assert after.decision.action != decide.BLOCKED and not after.record["blocked"]
     assert store.load().failures == 0
     if gateway:
         assert _scrape(gateway, "ctpipe_monitor_blocked", isolated.model_name) == 0.0
@@ -430,7 +431,7 @@ def test_a_real_failed_run_is_recorded_and_then_blocks(isolated: Config, tmp_pat
     version = _champion_version(config)
     _serve(config, batch, version)
     outcome = run_monitor(config, LocalSubmitter(), now=_now(batch), report=False)
-    assert outcome.decision.action == policy.SUBMIT, outcome.summary()
+    assert outcome.decision.action == decide.SUBMIT, outcome.summary()
     assert outcome.run is not None and outcome.run.failed and outcome.run.error
     assert "label" in outcome.run.error, outcome.run.error
     assert "run FAILED" in outcome.summary()
@@ -470,14 +471,14 @@ def test_page_hinkley_starts_over_after_a_refused_run(isolated: Config) -> None:
     submitter = FakeSubmitter("local", fail=False)  # runs end, the gate refuses
     alarm = run_monitor(config, submitter, now=_now(changed), report=False)
     assert alarm.decision.fired == ("concept_drift",), alarm.summary()
-    assert alarm.decision.action == policy.SUBMIT and alarm.run is not None
+    assert alarm.decision.action == decide.SUBMIT and alarm.run is not None
     assert alarm.record["inputs"]["sequential_since_from"] == "champion"
 
     # Two hours on (past the cooldown), no new labels: nothing to judge, nothing fires.
     again = run_monitor(config, submitter, now=_now(changed) + timedelta(hours=2), report=False)
     concept = next(t for t in again.triggers if t.name == "concept_drift")
     assert not concept.fired, concept.reason
-    assert again.decision.action == policy.NONE
+    assert again.decision.action == decide.NONE
     assert again.record["inputs"]["sequential_since"] == _now(changed).isoformat()
     assert again.record["inputs"]["sequential_since_from"] == "last_run"
     assert concept.statistics["since"] == _now(changed).isoformat()
@@ -528,7 +529,7 @@ def test_a_schema_change_waiting_for_approval_blocks_until_accepted(
 
     later = _now(batch) + timedelta(days=1)
     held = run_monitor(config, LocalSubmitter(), now=later, report=False)
-    assert held.decision.action == policy.BLOCKED, held.summary()
+    assert held.decision.action == decide.BLOCKED, held.summary()
     [reason] = held.decision.blocked_by
     assert reason.startswith("blocked: schema change needs approval: run ")
     assert f"accept it with `{pending.accept_command}`" in reason
@@ -599,7 +600,8 @@ def test_a_submission_kfp_refuses_releases_its_claim_for_the_corrected_rerun(
     later submits (not "another monitor claimed this submission" for two hours)."""
     import threading
 
-    from ctpipe.monitor.submit import KfpSubmitter, SubmitError
+    from ctpipe.monitor.submit import SubmitError
+    from ctpipe.pipelines.submit import KfpSubmitter
     from tests.unit.test_kfp_submit import API, RecordingKfp
 
     batch = _stream(37, 800, shifted=True, start_days=200)
@@ -632,7 +634,7 @@ def test_a_submission_kfp_refuses_releases_its_claim_for_the_corrected_rerun(
     finally:
         server.shutdown()
         server.server_close()
-    assert rerun.decision.action == policy.SUBMIT, rerun.summary()
+    assert rerun.decision.action == decide.SUBMIT, rerun.summary()
     assert rerun.run is not None and rerun.run.run_id == "run-42"
     assert len(server.find("POST", f"{API}/runs")) == 1
     assert store.load().generation == 2 and len(_records(isolated)) == 2
@@ -663,7 +665,7 @@ def test_a_local_run_that_cannot_start_is_recorded_and_a_corrected_rerun_submits
     rerun = run_monitor(
         isolated, LocalSubmitter(), now=_now(batch) + timedelta(minutes=5), report=False
     )
-    assert rerun.decision.action == policy.SUBMIT, rerun.summary()
+    assert rerun.decision.action == decide.SUBMIT, rerun.summary()
     assert rerun.run is not None and not rerun.run.failed, rerun.run.error
     assert not any("another monitor" in r for r in rerun.decision.reasons)
     assert MonitorStore(isolated.state_dir, isolated.model_name).load().generation == 2
@@ -686,4 +688,4 @@ def test_an_interrupted_submission_is_recorded_and_releases_its_claim(isolated: 
     assert "was interrupted" in record["submission_failure"]["error"]
     submitter = FakeSubmitter(fail=False)
     rerun = run_monitor(isolated, submitter, now=_now(batch) + timedelta(minutes=1), report=False)
-    assert rerun.decision.action == policy.SUBMIT and len(submitter.submitted) == 1
+    assert rerun.decision.action == decide.SUBMIT and len(submitter.submitted) == 1

@@ -11,18 +11,18 @@ import pytest
 
 from ctpipe.data import synthetic
 from ctpipe.errors import ConfigError
-from ctpipe.simulate import Policy
+from ctpipe.simulate import ReplayStrategy
 from tests.conftest import replay_config, replay_stream, simulate_cli
 
 pytestmark = pytest.mark.pipeline
 
 
 def test_policy_parsing() -> None:
-    assert Policy.parse("schedule:3") == Policy("schedule", 3)
-    assert str(Policy.parse("auto")) == "auto"
+    assert ReplayStrategy.parse("schedule:3") == ReplayStrategy("schedule", 3)
+    assert str(ReplayStrategy.parse("auto")) == "auto"
     for bad in ("sometimes", "schedule:0", "schedule:x"):
         with pytest.raises(ConfigError, match="--policy"):
-            Policy.parse(bad)
+            ReplayStrategy.parse(bad)
 
 
 def test_simulate_replays_a_drifting_stream(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from ctpipe import registry, stages
+from ctpipe import registry
 from ctpipe.config import Config
+from ctpipe.pipelines.in_process import run_in_process
 from tests.conftest import free_port, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def train_and_register(config: Config, work: Path, seed: int = 7) -> str:
 
     synthetic = dataclasses.replace(config.data.synthetic, seed=seed)
     config = config.replace(data=dataclasses.replace(config.data, synthetic=synthetic))
-    run = stages.run_in_process(config, work, infra=False)
+    run = run_in_process(config, work, infra=False)
     assert run.registration is not None, run.evaluation.summary()
     return run.registration.version
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ctpipe import stages
 from ctpipe.config import Config
+from ctpipe.pipelines.in_process import run_in_process
 from tests.conftest import make_config
 
 
@@ -19,6 +19,6 @@ def champion_config(tmp_path: Path) -> Config:
     config = config.replace(
         search=dataclasses.replace(config.search, candidates=config.search.candidates[:1])
     )
-    run = stages.run_in_process(config, tmp_path / "v1", infra=False)
+    run = run_in_process(config, tmp_path / "v1", infra=False)
     assert run.registration is not None and run.registration.version == "1"
     return config

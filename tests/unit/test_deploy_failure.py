@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ctpipe import registry, stages
+from ctpipe import registry
 from ctpipe.config import Config
 from ctpipe.deploy import DeployError
+from ctpipe.pipelines.in_process import run_in_process
 from ctpipe.pipelines.local import LocalRun, summary
 
 
@@ -25,7 +26,7 @@ def test_a_failed_deploy_moves_the_alias_back(
         deploy=dataclasses.replace(champion_config.deploy, apply="always")
     )
     with pytest.raises(DeployError, match=r"no cluster is reachable.*champion alias is back to v1"):
-        stages.run_in_process(config, tmp_path / "v2", infra=False)
+        run_in_process(config, tmp_path / "v2", infra=False)
     assert registry.champion(config).version == "1"
     assert registry.version_ref(registry.client(config), config.model_name, "2")  # kept
 

@@ -17,6 +17,7 @@ from scipy.spatial import distance
 
 from ctpipe import drift
 from ctpipe.drift import DriftReport, DriftSettings, ReferenceProfile
+from ctpipe.drift.stats import _ks_by_merge
 from ctpipe.errors import DataError
 
 # ------------------------------------------------------------------------ helpers
@@ -26,12 +27,12 @@ def numeric_stats(
     reference: np.ndarray, current: np.ndarray, **settings: object
 ) -> dict[str, float]:
     profile = drift.build_profile({"x": reference}, {"x": "numeric"})
-    return drift.check(profile, {"x": current}, DriftSettings(**settings)).column("x").statistics  # type: ignore[arg-type]
+    return drift.compare(profile, {"x": current}, DriftSettings(**settings)).column("x").statistics  # type: ignore[arg-type]
 
 
 def categorical_stats(reference: np.ndarray, current: np.ndarray) -> dict[str, float]:
     profile = drift.build_profile({"k": reference}, {"k": "categorical"})
-    return drift.check(profile, {"k": current}).column("k").statistics
+    return drift.compare(profile, {"k": current}).column("k").statistics
 
 
 def table_2xk(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ def test_ks_statistic_on_many_shapes_and_both_evaluation_paths() -> None:
         b.sort()
         expected = stats.ks_2samp(a, b, method="asymp").statistic
         assert drift.ks_statistic(a, b) == expected
-        assert drift._ks_by_merge(a, b) == expected
+        assert _ks_by_merge(a, b) == expected
 
 
 def test_ks_statistic_at_a_million_rows() -> None:
@@ -247,10 +248,10 @@ def test_categorical_psi_with_a_category_the_reference_never_saw() -> None:
 def test_categories_are_compared_by_their_text_form() -> None:
     profile = drift.build_profile({"k": np.array([1, 2, 2, 3])}, {"k": "categorical"})
     assert profile.columns["k"].categories == ("1", "2", "3")
-    report = drift.check(profile, pa.table({"k": pa.array([1, 2, 2, 3], pa.int32())}))
+    report = drift.compare(profile, pa.table({"k": pa.array([1, 2, 2, 3], pa.int32())}))
     assert report.column("k").statistics["chi2"] == 0.0
     for logged in (pa.array([1.0, 2.0, 2.0, 3.0]), pa.array(["1", "2", "2", "3"])):
-        assert drift.check(profile, {"k": logged}).column("k").statistics["chi2"] == 0.0
+        assert drift.compare(profile, {"k": logged}).column("k").statistics["chi2"] == 0.0
     halves = drift.build_profile({"k": np.array([0.5, 1.5])}, {"k": "categorical"})
     assert halves.columns["k"].categories == ("0.5", "1.5")
 
@@ -298,7 +299,7 @@ def test_profile_round_trips_through_bytes_without_pickle() -> None:
     )
     assert region.missing == table.column("region").null_count
     current = mixed_table(3000, 2, shift=0.3)
-    assert drift.check(loaded, current).to_dict() == drift.check(profile, current).to_dict()
+    assert drift.compare(loaded, current).to_dict() == drift.compare(profile, current).to_dict()
 
 
 def test_profile_from_bytes_rejects_garbage() -> None:
@@ -322,8 +323,8 @@ def test_above_max_rows_the_profile_keeps_a_quantile_sketch_within_1_over_m() ->
     assert ref.std == pytest.approx(np.std(full), rel=1e-12)  # of all values, not the sketch
     for shift in (0.0, 0.05, 0.3):
         current = rng.normal(shift, 1, 50_000)
-        approx = drift.check(sketched, {"x": current}).column("x").statistics
-        truth = drift.check(exact, {"x": current}).column("x").statistics
+        approx = drift.compare(sketched, {"x": current}).column("x").statistics
+        truth = drift.compare(exact, {"x": current}).column("x").statistics
         assert abs(approx["ks"] - truth["ks"]) <= 1 / m
         assert approx["wasserstein_norm"] == pytest.approx(truth["wasserstein_norm"], abs=0.01)
     # The p-value uses the true reference size, not the sketch's.
@@ -371,14 +372,14 @@ def test_fifteen_stable_columns_at_large_n_raise_no_alarm() -> None:
     reference, current = stable_columns(15, 200_000, seed=3)
     profile = drift.build_profile(reference, dict.fromkeys(reference, "numeric"))
     for method in ("effect_size", "holm"):
-        report = drift.check(profile, current, DriftSettings(method=method))  # type: ignore[arg-type]
+        report = drift.compare(profile, current, DriftSettings(method=method))  # type: ignore[arg-type]
         assert report.drifted_columns == [] and not report.drifted
 
 
 def test_holm_stays_quiet_where_raw_p_values_would_raise_alarms() -> None:
     reference, current = stable_columns(100, 2000, seed=8)
     profile = drift.build_profile(reference, dict.fromkeys(reference, "numeric"))
-    report = drift.check(profile, current, DriftSettings(method="holm"))
+    report = drift.compare(profile, current, DriftSettings(method="holm"))
     raw_alarms = sum(c.statistics["ks_p_value"] < 0.05 for c in report.columns)
     assert raw_alarms >= 2  # what "p < 0.05 per column" would report
     assert report.drifted_columns == []
@@ -388,11 +389,11 @@ def test_a_tiny_shift_at_a_million_rows_is_significant_but_not_drift() -> None:
     rng = np.random.default_rng(12)
     profile = drift.build_profile({"x": rng.normal(0, 1, 1_000_000)}, {"x": "numeric"})
     current = {"x": rng.normal(0.05, 1, 1_000_000)}
-    column = drift.check(profile, current).column("x")
+    column = drift.compare(profile, current).column("x")
     assert column.statistics["ks_p_value"] < 1e-50
     assert column.score == column.statistics["wasserstein_norm"] == pytest.approx(0.05, abs=0.01)
     assert not column.drifted
-    assert drift.check(profile, current, DriftSettings(method="holm")).column("x").drifted
+    assert drift.compare(profile, current, DriftSettings(method="holm")).column("x").drifted
 
 
 def four_columns(drifted: int, seed: int = 0) -> tuple[ReferenceProfile, dict]:
@@ -404,10 +405,10 @@ def four_columns(drifted: int, seed: int = 0) -> tuple[ReferenceProfile, dict]:
 
 def test_dataset_drift_when_the_drifted_share_reaches_share() -> None:
     profile, current = four_columns(drifted=1)
-    report = drift.check(profile, current)
+    report = drift.compare(profile, current)
     assert report.drifted_columns == ["x0"] and report.drift_share == 0.25
     assert report.drifted  # 0.25 >= the default share 0.25
-    assert not drift.check(profile, current, DriftSettings(share=0.3)).drifted
+    assert not drift.compare(profile, current, DriftSettings(share=0.3)).drifted
     column = report.column("x0")
     assert column.threshold == 0.1 and column.score >= 0.1
     assert report.column("x1").score < 0.1 and not report.column("x1").drifted
@@ -415,7 +416,7 @@ def test_dataset_drift_when_the_drifted_share_reaches_share() -> None:
 
 def test_holm_scores_are_adjusted_p_values_against_alpha() -> None:
     profile, current = four_columns(drifted=2)
-    report = drift.check(profile, current, DriftSettings(method="holm", alpha=0.01))
+    report = drift.compare(profile, current, DriftSettings(method="holm", alpha=0.01))
     raw = [c.statistics["ks_p_value"] for c in report.columns]
     assert [c.score for c in report.columns] == pytest.approx(list(drift.holm(raw)))
     assert all(c.threshold == 0.01 for c in report.columns)
@@ -425,7 +426,7 @@ def test_holm_scores_are_adjusted_p_values_against_alpha() -> None:
 def test_report_round_trips_through_json_and_renders() -> None:
     table = mixed_table(4000, 1)
     profile = drift.build_profile_from_table(table, ["amount", "age"], ["region", "flag"])
-    report = drift.check(profile, mixed_table(3000, 2, shift=0.5))
+    report = drift.compare(profile, mixed_table(3000, 2, shift=0.5))
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert DriftReport.from_dict(data) == report
     assert "amount" in report.drifted_columns
@@ -444,7 +445,7 @@ def test_null_shares_are_reported_and_nulls_left_out() -> None:
             "region": pa.array(["north", None, None, "south", "east"] * 100),
         }
     )
-    report = drift.check(profile, current)
+    report = drift.compare(profile, current)
     amount, region = report.column("amount"), report.column("region")
     assert amount.current_rows == 200 and amount.null_share_current == pytest.approx(0.6)
     assert region.current_rows == 300 and region.null_share_current == pytest.approx(0.4)
@@ -469,15 +470,15 @@ def test_settings_are_checked() -> None:
 def test_an_empty_current_window_is_an_error() -> None:
     profile = drift.build_profile_from_table(mixed_table(100, 1), ["amount"], ["region"])
     with pytest.raises(DataError, match="the current window has no rows"):
-        drift.check(profile, mixed_table(100, 2).slice(0, 0))
+        drift.compare(profile, mixed_table(100, 2).slice(0, 0))
     with pytest.raises(DataError, match="the current window has no rows"):
-        drift.check(profile, {"amount": np.array([]), "region": np.array([])})
+        drift.compare(profile, {"amount": np.array([]), "region": np.array([])})
 
 
 def test_a_column_missing_from_the_current_data_is_named() -> None:
     profile = drift.build_profile_from_table(mixed_table(100, 1), ["amount", "age"], ["region"])
     with pytest.raises(DataError, match="'age'"):
-        drift.check(profile, mixed_table(100, 2).drop(["age"]))
+        drift.compare(profile, mixed_table(100, 2).drop(["age"]))
 
 
 def test_a_column_with_no_values_in_the_window_is_named() -> None:
@@ -486,13 +487,13 @@ def test_a_column_with_no_values_in_the_window_is_named() -> None:
         {"amount": pa.array([None, None], pa.float64()), "region": pa.array(["north", "east"])}
     )
     with pytest.raises(DataError, match=r"'amount'.*null"):
-        drift.check(profile, current)
+        drift.compare(profile, current)
 
 
 def test_a_numeric_column_that_turned_into_text_is_named() -> None:
     profile = drift.build_profile({"x": np.arange(10.0)}, {"x": "numeric"})
     with pytest.raises(DataError, match=r"'x'.*string"):
-        drift.check(profile, pa.table({"x": pa.array(["1", "2"])}))
+        drift.compare(profile, pa.table({"x": pa.array(["1", "2"])}))
 
 
 def test_a_constant_reference_uses_the_documented_scale_floor() -> None:
@@ -505,7 +506,7 @@ def test_a_constant_reference_uses_the_documented_scale_floor() -> None:
 
 def test_unseen_categories_flag_drift() -> None:
     profile = drift.build_profile({"k": np.array(["a", "b"] * 500)}, {"k": "categorical"})
-    report = drift.check(profile, {"k": np.array(["a", "b", "c", "d"] * 250)})
+    report = drift.compare(profile, {"k": np.array(["a", "b", "c", "d"] * 250)})
     column = report.column("k")
     assert column.drifted and column.statistics["chi2_p_value"] < 1e-100
 
@@ -521,7 +522,7 @@ def test_read_window_reads_the_profiled_columns_dictionary_encoded(tmp_path: Pat
     window = drift.read_window(path, profile)
     assert window.column_names == ["amount", "age", "region", "flag"]
     assert pa.types.is_dictionary(window.column("region").type)
-    assert drift.check(profile, window).to_dict() == drift.check(profile, current).to_dict()
+    assert drift.compare(profile, window).to_dict() == drift.compare(profile, current).to_dict()
     with pytest.raises(DataError, match=r"current\.parquet.*'age'"):
         pq.write_table(current.drop(["age"]), path)
         drift.read_window(path, profile)
@@ -532,9 +533,9 @@ def test_read_window_reads_the_profiled_columns_dictionary_encoded(tmp_path: Pat
 STEP = """
 import sys
 from pathlib import Path
-from ctpipe.drift import ReferenceProfile, check, read_window
+from ctpipe.drift import ReferenceProfile, compare, read_window
 profile = ReferenceProfile.from_bytes(Path(sys.argv[1]).read_bytes())
-report = check(profile, read_window(sys.argv[2], profile))
+report = compare(profile, read_window(sys.argv[2], profile))
 print(report.drifted_columns)
 print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[3].split(","))))
 """

@@ -14,10 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ctpipe import drift, reference
-from ctpipe.config import Config, DriftRule, Monitor
+from ctpipe import drift
+from ctpipe.config import Config, Monitor
 from ctpipe.data.schema import ColumnSchema, Schema
 from ctpipe.drift import Calibration, DriftReport, DriftSettings, ReferenceProfile
+from ctpipe.drift import profile as reference
+from ctpipe.drift.stats import _QuantileDistance
 from ctpipe.errors import DataError
 
 DAY = 86400.0
@@ -83,11 +85,11 @@ def next_summer() -> pa.Table:
 def test_a_seasonal_window_drifts_on_fixed_thresholds_but_not_on_calibrated_ones(
     profile: ReferenceProfile, next_summer: pa.Table
 ) -> None:
-    fixed = drift.check(profile, next_summer, FIXED)
+    fixed = drift.compare(profile, next_summer, FIXED)
     assert fixed.column("price").drifted and fixed.column("weather").drifted
     assert fixed.column("price").threshold_source == "fixed"
 
-    calibrated = drift.check(profile, next_summer, CALIBRATED)
+    calibrated = drift.compare(profile, next_summer, CALIBRATED)
     price, weather = calibrated.column("price"), calibrated.column("weather")
     assert not price.drifted and not weather.drifted
     assert price.threshold_source == weather.threshold_source == "calibrated"
@@ -110,7 +112,7 @@ def test_a_real_level_shift_still_drifts_under_calibrated_thresholds(
     current = next_summer.set_column(1, "price", shifted_price).set_column(
         3, "weather", pa.array(weather.tolist())
     )
-    report = drift.check(profile, current, CALIBRATED)
+    report = drift.compare(profile, current, CALIBRATED)
     assert report.column("price").threshold_source == "calibrated"
     assert report.column("price").drifted and report.column("weather").drifted
     assert not report.column("steady").drifted
@@ -127,7 +129,7 @@ def test_the_calibrated_threshold_is_median_plus_3_robust_std_of_each_window_as_
     # 365 days give 12 full windows and a 5-day sliver, which is left out.
     for k in range(12):
         window = year.filter(pa.array(span == k))
-        report = drift.check(profile, window, FIXED)
+        report = drift.compare(profile, window, FIXED)
         for name in scores:
             column = report.column(name)
             # Each window is part of the reference: scored as if from outside it.
@@ -161,7 +163,7 @@ def test_a_stationary_column_keeps_the_fixed_threshold_and_its_sensitivity(
     learned = calibration_of(profile).thresholds["steady"]
     # Window-to-window noise of 1,500 rows is far below a 0.1 std effect.
     assert 0 < learned < FIXED.numeric_threshold
-    report = drift.check(profile, next_summer, CALIBRATED)
+    report = drift.compare(profile, next_summer, CALIBRATED)
     steady = report.column("steady")
     assert steady.threshold == FIXED.numeric_threshold and steady.threshold_source == "fixed"
     assert not steady.drifted
@@ -169,14 +171,14 @@ def test_a_stationary_column_keeps_the_fixed_threshold_and_its_sensitivity(
     shifted = next_summer.set_column(
         2, "steady", pa.array(next_summer.column("steady").to_numpy() + 0.3 * 2)
     )
-    assert drift.check(profile, shifted, CALIBRATED).column("steady").drifted
+    assert drift.compare(profile, shifted, CALIBRATED).column("steady").drifted
 
 
 def test_calibration_never_lowers_a_threshold_below_the_fixed_one(
     profile: ReferenceProfile, next_summer: pa.Table
 ) -> None:
     strict = DriftSettings(numeric_threshold=50.0, categorical_threshold=0.8)
-    report = drift.check(profile, next_summer, strict)
+    report = drift.compare(profile, next_summer, strict)
     assert all(c.threshold_source == "fixed" for c in report.columns)
     assert report.column("price").threshold == 50.0
     assert report.column("weather").threshold == 0.8
@@ -193,7 +195,7 @@ def test_too_few_windows_give_no_calibration_and_say_why(next_summer: pa.Table) 
     assert calibration.available == 2
     assert "only 2 training window(s) of 30d" in calibration.reason
 
-    report = drift.check(profile, next_summer, CALIBRATED)
+    report = drift.compare(profile, next_summer, CALIBRATED)
     assert all(c.threshold_source == "fixed" for c in report.columns)
     assert report.column("price").threshold == CALIBRATED.numeric_threshold
     assert report.calibrated_windows == 0 and report.calibration_note == calibration.reason
@@ -230,7 +232,7 @@ def test_timestamps_in_any_form_and_rows_in_any_order_calibrate_alike(year: pa.T
 def test_the_holm_method_ignores_calibration(
     profile: ReferenceProfile, next_summer: pa.Table
 ) -> None:
-    report = drift.check(profile, next_summer, DriftSettings(method="holm"))
+    report = drift.compare(profile, next_summer, DriftSettings(method="holm"))
     assert all(c.threshold == 0.05 and c.threshold_source == "fixed" for c in report.columns)
     assert report.calibrated_windows == 0 and report.calibration_note == ""
 
@@ -256,7 +258,7 @@ def test_a_version_1_profile_loads_and_checks_with_fixed_thresholds(
     old = rewrite_header(profile.to_bytes(), version=1, calibration=...)
     loaded = ReferenceProfile.from_bytes(old)
     assert loaded.calibration is None and loaded.names == profile.names
-    report = drift.check(loaded, next_summer, CALIBRATED)
+    report = drift.compare(loaded, next_summer, CALIBRATED)
     assert all(c.threshold_source == "fixed" for c in report.columns)
     assert report.column("price").drifted
     assert report.calibration_note == "the reference profile has no calibration"
@@ -278,7 +280,7 @@ def test_reference_write_stores_the_calibration_when_given_the_config(
         task="regression",
         target="y",
         timestamp="ts",
-        monitor=Monitor(window="30d", min_rows=200, drift=DriftRule(thresholds="fixed")),
+        monitor=Monitor(window="30d", min_rows=200, drift=DriftSettings(thresholds="fixed")),
     )
     profile_out, sample_out = tmp_path / "profile.npz", tmp_path / "sample.parquet"
     reference.write(train, schema, str(profile_out), str(sample_out), rows=100, config=config)
@@ -301,7 +303,7 @@ def test_reference_write_stores_the_calibration_when_given_the_config(
 def test_the_report_says_when_thresholds_were_calibrated(
     profile: ReferenceProfile, next_summer: pa.Table
 ) -> None:
-    report = drift.check(profile, next_summer, CALIBRATED)
+    report = drift.compare(profile, next_summer, CALIBRATED)
     assert report.calibrated_windows == 12
     assert "thresholds calibrated on 12 training windows, 2 above the fixed ones" in (
         report.summary()
@@ -310,13 +312,13 @@ def test_the_report_says_when_thresholds_were_calibrated(
     assert "| threshold from |" in lines[2]
     price = next(line for line in lines if line.startswith("| price |"))
     assert "| calibrated |" in price
-    assert "calibrated" not in drift.check(profile, next_summer, FIXED).summary()
+    assert "calibrated" not in drift.compare(profile, next_summer, FIXED).summary()
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert DriftReport.from_dict(data) == report
 
 
 def test_an_old_report_dict_still_loads(profile: ReferenceProfile, next_summer: pa.Table) -> None:
-    data = drift.check(profile, next_summer, FIXED).to_dict()
+    data = drift.compare(profile, next_summer, FIXED).to_dict()
     for column in data["columns"]:
         del column["threshold_source"]
     del data["calibrated_windows"], data["calibration_note"], data["settings"]["thresholds"]
@@ -345,7 +347,7 @@ def test_window_distances_match_the_checks_wasserstein() -> None:
         b = np.sort(rng.normal(level + 0.3, 1.5, n2))
         if decimals is not None:
             a, b = np.round(a, decimals), np.round(b, decimals)
-        got = drift._QuantileDistance(a)(b)
+        got = _QuantileDistance(a)(b)
         assert got == pytest.approx(drift.wasserstein(a, b), rel=1e-6, abs=1e-12)
 
 
@@ -423,7 +425,7 @@ def test_a_profile_of_few_windows_is_not_fooled_by_its_own_rows() -> None:
     assert calibration.windows == 4
     profile = dataclasses.replace(profile, calibration=calibration)
     settings = drift.DriftSettings(thresholds="calibrated")
-    fresh = [drift.check(profile, rows(300), settings) for _ in range(100)]
+    fresh = [drift.compare(profile, rows(300), settings) for _ in range(100)]
     for name in ("a", "b"):
         scores = np.array([r.column(name).score for r in fresh])
         threshold = calibration.thresholds[name]

@@ -1,6 +1,6 @@
 """The drift engine agrees with evidently 0.7 when both run the same tests and thresholds.
 
-Where they differ by design (see ctpipe/drift.py) the test says how: evidently's
+Where they differ by design (see ctpipe/drift/stats.py) the test says how: evidently's
 "chisquare" is a goodness-of-fit test against the reference shares, ours the 2 x K
 contingency test, so only clear verdicts and the relation between the statistics are
 compared; numeric PSI bins differ, so only categorical PSI is compared.
@@ -62,7 +62,7 @@ def windows() -> tuple[pd.DataFrame, pd.DataFrame]:
 def ours(windows: tuple[pd.DataFrame, pd.DataFrame], **settings: Any) -> DriftReport:
     reference, current = (pa.Table.from_pandas(w, preserve_index=False) for w in windows)
     profile = drift.build_profile_from_table(reference, NUMERIC, CATEGORICAL)
-    return drift.check(profile, current, DriftSettings(**settings))
+    return drift.compare(profile, current, DriftSettings(**settings))
 
 
 def theirs(

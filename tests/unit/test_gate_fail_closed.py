@@ -16,6 +16,7 @@ import pytest
 from ctpipe import registry, stages
 from ctpipe.config import Config
 from ctpipe.errors import GateError, IntegrityError
+from ctpipe.pipelines.in_process import run_in_process
 
 
 def _dropping(config: Config, column: str) -> Config:
@@ -27,7 +28,7 @@ def test_a_champion_that_needs_a_dropped_column_fails_the_run(
 ) -> None:
     config = _dropping(champion_config, "num_0")
     with pytest.raises(GateError, match="champion v1 could not score the test slice"):
-        stages.run_in_process(config, tmp_path / "v2", infra=False)
+        run_in_process(config, tmp_path / "v2", infra=False)
     assert registry.champion(config).version == "1"
 
 
@@ -39,7 +40,7 @@ def test_a_champion_that_cannot_be_downloaded_fails_the_run(
     for pickle in stored:
         shutil.rmtree(pickle.parent)
     with pytest.raises(GateError, match="champion v1 could not score the test slice"):
-        stages.run_in_process(champion_config, tmp_path / "v2", infra=False)
+        run_in_process(champion_config, tmp_path / "v2", infra=False)
     assert registry.champion(champion_config).version == "1"
 
 
@@ -48,7 +49,7 @@ def test_thresholds_on_champion_error_blesses_loudly(
 ) -> None:
     config = _dropping(champion_config, "num_0")
     config = config.replace(gate=dataclasses.replace(config.gate, on_champion_error="thresholds"))
-    run = stages.run_in_process(config, tmp_path / "v2", infra=False)
+    run = run_in_process(config, tmp_path / "v2", infra=False)
     assert run.evaluation.blessed and run.evaluation.decision.comparison is None
     assert run.evaluation.champion_error and "champion v1" in run.evaluation.champion_error
     assert "NOT COMPARED WITH THE CHAMPION" in run.evaluation.summary()

@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from ctpipe.config import Config
-from ctpipe.monitor.submit import KfpSubmitter, SubmitError
+from ctpipe.monitor.submit import SubmitError
+from ctpipe.pipelines.submit import KfpSubmitter
 
 API = "/apis/v2beta1"
 

@@ -31,7 +31,7 @@ elif step == "split":
 elif step == "plan":
     stages.plan(config)
 elif step == "drift_report":
-    from ctpipe import reference
+    from ctpipe.drift import profile as reference
     reference.write_snapshot(work + "/champion", None, None, "no champion yet")
     stages.drift_report(config, work + "/data", work + "/schema", work + "/champion", work + "/drift")
 elif step == "select":

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from ctpipe import storage
-from ctpipe.config import Policy
-from ctpipe.monitor import policy, triggers
+from ctpipe.config import RetrainPolicy
+from ctpipe.monitor import decide, triggers
 from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -111,10 +111,10 @@ def test_page_hinkley_detects_a_rise_in_the_error_rate_and_not_noise() -> None:
     assert not triggers.concept_drift(np.zeros(0), 0.05, 50).fired
 
 
-RULES = Policy(cooldown="6h", min_new_rows=1000, claim_ttl="2h")
+RULES = RetrainPolicy(cooldown="6h", min_new_rows=1000, claim_ttl="2h")
 
 
-def _decide(fired: list[str], **kw: object) -> policy.Decision:
+def _decide(fired: list[str], **kw: object) -> decide.Decision:
     results = [triggers.TriggerResult(name, name in fired, "because") for name in triggers.ALL]
     defaults = {
         "now": NOW,
@@ -122,24 +122,24 @@ def _decide(fired: list[str], **kw: object) -> policy.Decision:
         "last_run_at": NOW - timedelta(days=1),
         "active_run": None,
     }
-    return policy.decide(results, RULES, **{**defaults, **kw})  # type: ignore[arg-type]
+    return decide.decide(results, RULES, **{**defaults, **kw})  # type: ignore[arg-type]
 
 
 def test_policy() -> None:
-    assert _decide([]).action == policy.NONE
+    assert _decide([]).action == decide.NONE
     submit = _decide(["data_drift", "performance"])
-    assert submit.action == policy.SUBMIT and submit.run_reason == "data_drift+performance"
+    assert submit.action == decide.SUBMIT and submit.run_reason == "data_drift+performance"
     cooling = _decide(["data_drift"], last_run_at=NOW - timedelta(hours=2))
-    assert cooling.action == policy.SKIP and "cooldown" in cooling.reasons[-1]
+    assert cooling.action == decide.SKIP and "cooldown" in cooling.reasons[-1]
     few = _decide(["data_drift"], new_rows=10)
-    assert few.action == policy.SKIP and "min_new_rows" in few.reasons[-1]
+    assert few.action == decide.SKIP and "min_new_rows" in few.reasons[-1]
     busy = _decide(["schedule"], active_run="run-1")
-    assert busy.action == policy.SKIP and "still active" in busy.reasons[-1]
+    assert busy.action == decide.SKIP and "still active" in busy.reasons[-1]
 
 
 def test_manual_skips_cooldown_and_new_rows_but_not_an_active_run() -> None:
-    assert _decide(["manual"], last_run_at=NOW, new_rows=0).action == policy.SUBMIT
-    assert _decide(["manual"], active_run="run-1").action == policy.SKIP
+    assert _decide(["manual"], last_run_at=NOW, new_rows=0).action == decide.SUBMIT
+    assert _decide(["manual"], active_run="run-1").action == decide.SKIP
 
 
 def test_state_round_trip(tmp_path: Path) -> None:
@@ -221,7 +221,7 @@ def test_a_rerun_as_of_the_same_time_keeps_the_earlier_decision_record(tmp_path:
 
 # ------------------------------------------------------- failed runs: backoff, blocked
 
-FAILING = Policy(
+FAILING = RetrainPolicy(
     cooldown="6h",
     min_new_rows=1000,
     claim_ttl="2h",
@@ -237,67 +237,67 @@ def _after_failures(
     fired: tuple[str, ...] = ("data_drift",),
     active_run: str | None = None,
     blocks: tuple[str, ...] = (),
-) -> policy.Decision:
+) -> decide.Decision:
     """The policy `ago` after the last of `count` failed runs in a row."""
     results = [triggers.TriggerResult(n, n in fired, "because") for n in triggers.ALL]
-    return policy.decide(
+    return decide.decide(
         results,
         FAILING,
         now=NOW,
         new_rows=5000,
         last_run_at=NOW - ago,
         active_run=active_run,
-        failures=policy.Failures(count, "step validate: the target column is missing", NOW - ago),
+        failures=decide.Failures(count, "step validate: the target column is missing", NOW - ago),
         blocks=blocks,
     )
 
 
 def test_the_backoff_doubles_per_failure_up_to_its_cap() -> None:
-    hours = [policy.retry_backoff_seconds(FAILING, n) / 3600 for n in range(7)]
+    hours = [decide.retry_backoff_seconds(FAILING, n) / 3600 for n in range(7)]
     assert hours == [0, 1, 2, 4, 4, 4, 4]
-    assert policy.retry_backoff_seconds(FAILING, 10_000) == 4 * 3600  # no overflow
+    assert decide.retry_backoff_seconds(FAILING, 10_000) == 4 * 3600  # no overflow
 
 
 def test_after_a_failed_run_the_backoff_takes_the_cooldowns_place() -> None:
     early = _after_failures(1, timedelta(minutes=30))
-    assert early.action == policy.SKIP
+    assert early.action == decide.SKIP
     assert early.reasons[-1].startswith("backoff: 1 run(s) failed in a row")
     assert "the target column is missing" in early.reasons[-1]
     # An hour on, the retry goes, though the 6h cooldown has not passed.
-    assert _after_failures(1, timedelta(hours=1)).action == policy.SUBMIT
+    assert _after_failures(1, timedelta(hours=1)).action == decide.SUBMIT
     # The second failure in a row doubles the wait.
-    assert _after_failures(2, timedelta(hours=1.5)).action == policy.SKIP
-    assert _after_failures(2, timedelta(hours=2)).action == policy.SUBMIT
+    assert _after_failures(2, timedelta(hours=1.5)).action == decide.SKIP
+    assert _after_failures(2, timedelta(hours=2)).action == decide.SUBMIT
 
 
 def test_too_many_failed_runs_in_a_row_block_every_automatic_run() -> None:
     blocked = _after_failures(3, timedelta(days=3))
-    assert blocked.action == policy.BLOCKED and blocked.fired == ("data_drift",)
+    assert blocked.action == decide.BLOCKED and blocked.fired == ("data_drift",)
     assert blocked.blocked_by == (blocked.reasons[-1],)
     assert blocked.reasons[-1].startswith(
         "blocked: 3 runs failed in a row, last error: step validate: the target column is missing"
     )
     # Blocked shows whether or not anything fired, so every visit reports it.
     quiet = _after_failures(3, timedelta(days=3), fired=())
-    assert quiet.action == policy.BLOCKED and quiet.fired == ()
+    assert quiet.action == decide.BLOCKED and quiet.fired == ()
     assert quiet.reasons == blocked.blocked_by
 
 
 def test_a_manual_request_submits_while_blocked_and_says_so() -> None:
     manual = _after_failures(5, timedelta(minutes=1), fired=("manual",))
-    assert manual.action == policy.SUBMIT and manual.run_reason == "manual"
+    assert manual.action == decide.SUBMIT and manual.run_reason == "manual"
     assert manual.blocked_by and any("despite the block" in r for r in manual.reasons)
     # ... but not beside a run still active.
     busy = _after_failures(5, timedelta(minutes=1), fired=("manual",), active_run="run-7")
-    assert busy.action == policy.SKIP and "still active" in busy.reasons[-1]
+    assert busy.action == decide.SKIP and "still active" in busy.reasons[-1]
 
 
 def test_other_blocks_are_reasons_passed_in() -> None:
     reason = "blocked: schema v3 waits for approval"
     held = _after_failures(0, timedelta(days=1), blocks=(reason,))
-    assert held.action == policy.BLOCKED and held.blocked_by == (reason,)
+    assert held.action == decide.BLOCKED and held.blocked_by == (reason,)
     assert _after_failures(0, timedelta(days=1), blocks=(reason,), fired=("manual",)).action == (
-        policy.SUBMIT
+        decide.SUBMIT
     )
 
 
@@ -307,21 +307,21 @@ def test_an_always_failing_pipeline_gets_at_most_max_failed_runs_runs() -> None:
     state, submitted = State(), 0
     for hour in range(240):
         now = NOW + timedelta(hours=hour)
-        decision = policy.decide(
+        decision = decide.decide(
             [triggers.TriggerResult("data_drift", True, "drifted")],
             FAILING,
             now=now,
             new_rows=5000,
             last_run_at=state.last_run.at if state.last_run else None,
             active_run=None,
-            failures=policy.Failures(state.failures, state.last_error, state.failed_at),
+            failures=decide.Failures(state.failures, state.last_error, state.failed_at),
         )
-        if decision.action == policy.SUBMIT:
+        if decision.action == decide.SUBMIT:
             submitted += 1
             run = LastRun(f"run-{hour}", "m-drift", "local", "data_drift", now.isoformat(), hour)
             state = dataclasses.replace(state, last_run=run).with_outcome(FAILED, "boom", now)
     assert submitted == FAILING.max_failed_runs == state.failures
-    assert decision.action == policy.BLOCKED
+    assert decision.action == decide.BLOCKED
 
 
 def test_a_run_that_ends_resets_the_failures_and_is_recorded_once() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctpipe.config import Monitor, parse_duration
-from ctpipe.simulate import AUTO_BACKSTOP_BATCHES, Policy, prepare_config
+from ctpipe.simulate import AUTO_BACKSTOP_BATCHES, ReplayStrategy, prepare_config
 from tests.conftest import make_config
 
 SPAN = 86400.0  # one batch: a day of data
@@ -13,7 +13,7 @@ SPAN = 86400.0  # one batch: a day of data
 
 def settings(tmp_path: Path, policy: str, **overrides: object) -> Monitor:
     base = make_config(tmp_path / "state", **overrides)
-    return prepare_config(base, tmp_path, Policy.parse(policy), SPAN, 1000, 1).monitor
+    return prepare_config(base, tmp_path, ReplayStrategy.parse(policy), SPAN, 1000, 1).monitor
 
 
 def test_auto_runs_every_trigger_with_the_schedule_as_a_backstop(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from ctpipe.errors import ConfigError
+from ctpipe.options import FAMILIES
 from ctpipe.training import families
-from ctpipe.training.families import FAMILIES, THREADS_ENV, build_estimator, training_threads
+from ctpipe.training.families import THREADS_ENV, build_estimator, training_threads
 from ctpipe.training.search import Candidate, TrainResult, best, expand, leaderboard
 from tests.conftest import make_config
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ctpipe import stages
+from ctpipe import options, stages
 from ctpipe.data import synthetic, tables
 from ctpipe.data.split import WINDOW, split
 from ctpipe.errors import ConfigError
@@ -38,13 +38,13 @@ def hourly(n: int) -> np.ndarray:
     [
         ("expanding", "expanding", None),
         ("auto", "auto", None),
-        ("sliding 5000", "sliding", windows.Span(rows=5000)),
-        ("sliding 25%", "sliding", windows.Span(share=0.25)),
-        ("sliding  90d", "sliding", windows.Span(seconds=90 * 86400)),
+        ("sliding 5000", "sliding", options.Span(rows=5000)),
+        ("sliding 25%", "sliding", options.Span(share=0.25)),
+        ("sliding  90d", "sliding", options.Span(seconds=90 * 86400)),
     ],
 )
-def test_window_texts(text: str, kind: str, span: windows.Span | None) -> None:
-    spec = windows.parse(text)
+def test_window_texts(text: str, kind: str, span: options.Span | None) -> None:
+    spec = options.parse_window(text)
     assert (spec.kind, spec.span) == (kind, span)
 
 
@@ -68,25 +68,25 @@ def test_auto_windows_must_be_concrete_and_half_life_needs_weighted_families(
 
 def test_window_start_by_rows_share_and_duration() -> None:
     times = hourly(100)
-    assert windows.start(times, 100, windows.parse("expanding")) == 0
-    assert windows.start(times, 100, windows.parse("sliding 30")) == 70
-    assert windows.start(times, 80, windows.parse("sliding 25%")) == 60
+    assert windows.start(times, 100, options.parse_window("expanding")) == 0
+    assert windows.start(times, 100, options.parse_window("sliding 30")) == 70
+    assert windows.start(times, 80, options.parse_window("sliding 25%")) == 60
     # 10 hours back from the newest row (hour 79): hours 69..79
-    assert windows.start(times, 80, windows.parse("sliding 10h")) == 69
-    assert windows.start(times, 10, windows.parse("sliding 30")) == 0
+    assert windows.start(times, 80, options.parse_window("sliding 10h")) == 69
+    assert windows.start(times, 10, options.parse_window("sliding 30")) == 0
 
 
 def test_window_start_keeps_rows_of_one_timestamp_together() -> None:
     times = np.repeat(np.arange(10, dtype=np.int64), 10)  # ten rows per timestamp
-    first = windows.start(times, 100, windows.parse("sliding 15"))
+    first = windows.start(times, 100, options.parse_window("sliding 15"))
     assert first == 80 and times[first - 1] != times[first]
 
 
 def test_decay_weights_halve_every_half_life() -> None:
-    by_rows = windows.decay_weights(hourly(5), windows.Span(rows=2))
+    by_rows = windows.decay_weights(hourly(5), options.Span(rows=2))
     assert by_rows[-1] / by_rows[-3] == pytest.approx(2.0)
     assert by_rows.mean() == pytest.approx(1.0)
-    by_time = windows.decay_weights(hourly(49), windows.parse_span("1d"))
+    by_time = windows.decay_weights(hourly(49), options.parse_span("1d"))
     assert by_time[-1] / by_time[-25] == pytest.approx(2.0)
     assert by_time[-1] / by_time[0] == pytest.approx(4.0)
 

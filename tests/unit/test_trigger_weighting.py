@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 from ctpipe import evaluation, predlog, registry
-from ctpipe.config import Config, Policy
+from ctpipe.config import Config, RetrainPolicy
 from ctpipe.data import scenarios
-from ctpipe.monitor import policy, runner, triggers
+from ctpipe.monitor import decide, runner, triggers
 from ctpipe.monitor.triggers import Interval, TriggerResult
 from tests.conftest import make_config
 
@@ -252,15 +252,15 @@ def test_with_labels_in_time_moderate_drift_is_outranked_by_performance() -> Non
     assert weighting["labels_in_time"] and weighting["label_horizon"] == "7d"
     assert weighting["newest_label_at"] == IN_TIME.newest_label_at
     assert "performance outranks data drift" in weighting["explanation"]
-    decision = policy.decide(
+    decision = decide.decide(
         [data, HOLDING],
-        Policy(min_new_rows=0),
+        RetrainPolicy(min_new_rows=0),
         now=NOW,
         new_rows=10_000,
         last_run_at=None,
         active_run=None,
     )
-    assert decision.action == policy.NONE
+    assert decision.action == decide.NONE
 
 
 def test_with_labels_in_time_large_drift_still_triggers() -> None:
@@ -346,8 +346,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """A logistic regression on the stationary stream, registered and promoted in a local
     (sqlite) MLflow registry with its reference profile and test metrics, as `register`
     would."""
-    from ctpipe import reference
     from ctpipe.data import schema as schema_module
+    from ctpipe.drift import profile as reference
     from ctpipe.features import build_model
     from ctpipe.training.families import build_estimator
 
@@ -464,7 +464,7 @@ def test_the_record_explains_drift_outranked_while_labels_are_in_time(
     assert not performance.fired, performance.reason
     assert not drift.fired and drift.statistics["outranked"] is True, drift.reason
     assert "labels are in time and performance holds" in drift.reason
-    assert outcome.decision.action == policy.NONE
+    assert outcome.decision.action == decide.NONE
     assert any("performance outranks data drift" in r for r in outcome.decision.reasons)
 
     record = json.loads(Path(outcome.record_uri).read_text())
@@ -526,6 +526,6 @@ def test_a_confident_drop_with_labels_in_time_fires_performance(
 
 
 def runner_submitter() -> Any:
-    from ctpipe.monitor.submit import LocalSubmitter
+    from ctpipe.pipelines.submit import LocalSubmitter
 
     return LocalSubmitter()

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from ctpipe.config import Policy, parse_duration
+from ctpipe.config import RetrainPolicy, parse_duration
 from ctpipe.monitor.triggers import MANUAL, TriggerResult
 
 NONE = "none"  # nothing fired
@@ -60,7 +60,7 @@ class Failures:
     last_at: datetime | None = None  # when the latest failure was recorded
 
 
-def retry_backoff_seconds(policy: Policy, failures: int) -> float:
+def retry_backoff_seconds(policy: RetrainPolicy, failures: int) -> float:
     """How long to wait after the `failures`-th failed run in a row: retry_backoff,
     doubling per failure, capped at max_retry_backoff. 0 without failures."""
     if failures < 1:
@@ -70,7 +70,7 @@ def retry_backoff_seconds(policy: Policy, failures: int) -> float:
     return float(min(cap, base * 2 ** min(failures - 1, 62)))
 
 
-def failure_block(policy: Policy, failures: Failures) -> str | None:
+def failure_block(policy: RetrainPolicy, failures: Failures) -> str | None:
     """The block reason once `policy.max_failed_runs` runs failed in a row, else None."""
     if failures.count < policy.max_failed_runs:
         return None
@@ -83,7 +83,7 @@ def failure_block(policy: Policy, failures: Failures) -> str | None:
 
 def decide(
     triggers: list[TriggerResult],
-    policy: Policy,
+    policy: RetrainPolicy,
     *,
     now: datetime,
     new_rows: int,
@@ -134,7 +134,7 @@ def decide(
 
 
 def _held_back(
-    policy: Policy,
+    policy: RetrainPolicy,
     *,
     now: datetime,
     new_rows: int,
