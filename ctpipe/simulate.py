@@ -543,12 +543,22 @@ def _replay_score(
     None for ROC AUC unless labels and predictions hold exactly two classes."""
     if task == "regression":
         return evaluation.score_labelled(metric, task, truth, scores).value
-    classes = tuple(sorted(set(truth.tolist()) | set(names.tolist()), key=str))
+    classes = _class_order(set(truth.tolist()) | set(names.tolist()))
     if metric == "roc_auc" and len(classes) != 2:
         return None
     return evaluation.score_labelled(
         metric, task, truth, names, positive=scores, classes=classes
     ).value
+
+
+def _class_order(classes: set[Any]) -> tuple[Any, ...]:
+    """The classes in the order of a fitted model's `classes_` (np.unique: numbers by value,
+    text by characters), so that the second is the class `_predict`'s scores are the
+    probability of. Ordering by text would put 10 before 2 and turn ROC AUC upside down."""
+    try:
+        return tuple(sorted(classes))
+    except TypeError:  # mixed types, which no fitted model has: any stable order will do
+        return tuple(sorted(classes, key=str))
 
 
 def _timeline_line(

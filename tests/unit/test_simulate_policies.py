@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from ctpipe.config import Monitor, parse_duration
-from ctpipe.simulate import AUTO_BACKSTOP_BATCHES, ReplayStrategy, prepare_config
+from ctpipe.simulate import AUTO_BACKSTOP_BATCHES, ReplayStrategy, _replay_score, prepare_config
 from tests.conftest import make_config
 
 SPAN = 86400.0  # one batch: a day of data
@@ -37,3 +40,16 @@ def test_only_schedule_and_auto_have_a_schedule(tmp_path: Path) -> None:
 def test_a_config_without_a_label_horizon_keeps_none(tmp_path: Path) -> None:
     monitor = settings(tmp_path, "auto", monitor={"triggers": {"label_horizon": None}})
     assert monitor.triggers.label_horizon is None
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 1), (2, 10), ("no", "yes")])
+def test_replay_auc_scores_the_class_the_model_gives_a_probability_for(
+    low: object, high: object
+) -> None:
+    # A fitted classifier's scores are the probability of classes_[1]: the larger number,
+    # or the later text. Numbers ordered as text (10 before 2) once turned AUC upside down.
+    truth = np.array([low, high, low, high, low, high], dtype=object)
+    scores = np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.7])
+    names = np.where(scores > 0.5, high, low)
+    assert _replay_score("roc_auc", "classification", truth, names, scores) == 1.0
+    assert _replay_score("accuracy", "classification", truth, names, scores) == 1.0
