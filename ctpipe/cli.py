@@ -252,6 +252,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         initial_batches=args.initial_batches,
         train_window=args.train_window,
         submitter_for=_replay_submitter,
+        title=f"ctpipe simulate: {Path(args.data).name} ({args.policy})",
     )
     _report_simulation(sim)
     return 0
@@ -282,12 +283,15 @@ def _simulate_policies(args: argparse.Namespace, base: Config, policies: list[st
             initial_batches=args.initial_batches,
             train_window=args.train_window,
             submitter_for=_replay_submitter,
+            title=f"ctpipe simulate: {Path(args.data).name} ({policy})",
         )
         _report_simulation(sim)
         summaries.append(sim.summary())
         metric = sim.metric_name
     comparison = policy_comparison.build(summaries, metric=metric, folders=folders)
-    markdown, document, picture = policy_comparison.write(comparison, out)
+    markdown, document, picture = policy_comparison.write(
+        comparison, out, f"ctpipe simulate: {Path(args.data).name}, policies compared"
+    )
     print(
         f"\n{len(policies)} policies on the same stream ({stream.num_rows:,} rows, "
         f"batches of {args.batch}, labels {args.label_delay} batch(es) late):\n"
@@ -334,6 +338,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         policy="auto",
         initial_batches=4,
         submitter_for=_replay_submitter,
+        title="ctpipe demo",
     )
     _report_simulation(sim)
     return 0

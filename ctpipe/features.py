@@ -3,15 +3,19 @@
 Because the ColumnTransformer is the first stage of the model's sklearn Pipeline, the
 served model applies exactly the transformations it was trained with: there is no
 separate feature code to drift apart.
+
+Registered models carry this module (ctpipe.registry ships the modules a model's pickle
+needs), so it imports only numpy and pandas when it loads: the schema is for type checks.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ctpipe.data.schema import Schema
+if TYPE_CHECKING:
+    from ctpipe.data.schema import Schema
 
 MISSING_CATEGORY = "__missing__"
 MAX_ONE_HOT = 32  # categories beyond this (or rarer than MIN_FREQUENCY) share one column

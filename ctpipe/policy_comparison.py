@@ -274,28 +274,42 @@ def build(
     return Comparison(name, rows, series)
 
 
-def write(comparison: Comparison, out_dir: Path) -> list[Path]:
-    """comparison.md, comparison.json and comparison.png under out_dir; returns the paths."""
+def write(comparison: Comparison, out_dir: Path, title: str = "") -> list[Path]:
+    """comparison.md, comparison.json and comparison.png (headed `title`) under out_dir;
+    returns the paths."""
     markdown = out_dir / MARKDOWN_FILE
     markdown.write_text(comparison.markdown())
     document = out_dir / JSON_FILE
     document.write_text(json.dumps(comparison.to_dict(), indent=2))
     picture = out_dir / PLOT_FILE
-    plot(comparison, picture)
+    plot(comparison, picture, title)
     return [markdown, document, picture]
 
 
-def plot(comparison: Comparison, path: Path) -> None:
-    """The per-batch metric of every policy over the batch start dates, as a PNG.
+def plot(comparison: Comparison, path: Path, title: str = "") -> None:
+    """`figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(comparison, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure(comparison: Comparison, title: str = "") -> Any:
+    """The per-batch metric of every policy over the batch start dates: a matplotlib
+    Figure (the caller closes it).
 
     A filled triangle marks a retrain whose challenger was promoted (the next batch is
-    predicted by it), a hollow one a retrain the gate refused, a cross a failed run.
+    predicted by it), a hollow one a retrain the gate refused, a cross a failed run; each
+    kind has a legend entry.
     """
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
 
     fig, axis = plt.subplots(figsize=(10, 5))
     by_policy = {r.policy: r for r in comparison.rows}
@@ -326,17 +340,40 @@ def plot(comparison: Comparison, path: Path) -> None:
     axis.set_ylabel(f"{comparison.metric} per batch")
     axis.set_xlabel("batch start")
     axis.set_title(
-        f"ctpipe simulate: policies compared on one stream ({comparison.metric}; "
-        f"filled ▲ retrain promoted, hollow ▲ refused, × failed)",
+        f"{title or 'ctpipe simulate: policies compared on one stream'} ({comparison.metric})",
         fontsize=10,
     )
     axis.grid(alpha=0.3)
+    # One legend entry per marker kind (in grey: each policy draws them in its colour).
+    marks = [
+        Line2D([], [], marker="^", color="grey", linestyle="none", label="retrain promoted"),
+        Line2D(
+            [],
+            [],
+            marker="^",
+            color="grey",
+            markerfacecolor="none",
+            linestyle="none",
+            label="retrain refused by the gate",
+        ),
+        Line2D([], [], marker="x", color="grey", linestyle="none", label="retrain run failed"),
+    ]
+    handles, _ = axis.get_legend_handles_labels()
     # Below the axes: the lines often cross the whole plot.
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False)
+    axis.legend(
+        handles=[*handles, *marks],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.22),
+        fontsize=8,
+        frameon=False,
+        ncol=2,
+    )
+    locator = mdates.AutoDateLocator()
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _date(start: str) -> datetime:

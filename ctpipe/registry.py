@@ -8,6 +8,12 @@ Models are stored with cloudpickle, and the SHA-256 of the pickle is recorded on
 model version at registration and checked before every load. (MLflow's skops format is
 no safer: its trusted-type list is read from the model's own files. It also imports
 every scikit-learn module, torch included, which costs seconds in each step.)
+
+A model directory also carries, under code/, the ctpipe modules its pickle refers to
+(ctpipe.features, and the torch MLP's modules for that family), so plain
+`mlflow.pyfunc.load_model` and `mlflow models serve` work where ctpipe is not installed.
+ctpipe's own loader never imports them: it unpickles with the installed ctpipe. The
+blessing signs the pickle's SHA-256 only.
 """
 
 from __future__ import annotations
@@ -64,6 +70,17 @@ _VERSION_TAGS = (
     TAG_FIT,
 )
 PICKLE_FILE = "model.pkl"  # inside an MLflow sklearn model directory
+# Inside an MLflow model directory: the ctpipe modules its pickle needs (MLmodel's `code`),
+# so that mlflow.pyfunc.load_model works where ctpipe is not installed.
+CODE_DIR = "code"
+PACKAGE = "ctpipe"
+# Input tags on a run's dataset input (mlflow.data): what the digest (36 characters at
+# most in MLflow's store) cannot hold, and the time window the data covers.
+INPUT_TAG_HASH = "ctpipe.content_hash"
+INPUT_TAG_ROWS = "ctpipe.rows"
+INPUT_TAG_TIME_MIN = "ctpipe.time_min"
+INPUT_TAG_TIME_MAX = "ctpipe.time_max"
+INPUT_TAG_WINDOW = "ctpipe.fit_window"  # JSON: the rows the model learned from (TAG_FIT)
 
 
 def tracking_uri(state_dir: str) -> str:
@@ -358,15 +375,20 @@ def save_model_dir(model: Any, example: Any, target: str | Path) -> SavedModel:
     from ctpipe.training.torch_mlp import train_device
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.sklearn.save_model(
-        model,
-        str(target),
-        signature=infer_signature(example, model.predict(example)),
-        input_example=example,
-        serialization_format="cloudpickle",
-        # Listing requirements skips MLflow's slow import-tracing inference.
-        pip_requirements=requirements(),
-    )
+    modules, imports = model_code(model)
+    with tempfile.TemporaryDirectory() as staging:
+        package = stage_code(modules, Path(staging))
+        mlflow.sklearn.save_model(
+            model,
+            str(target),
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            serialization_format="cloudpickle",
+            # Listing requirements skips MLflow's slow import-tracing inference.
+            pip_requirements=requirements(torch="torch" in imports),
+            # code/ctpipe/...: mlflow.pyfunc puts code/ on sys.path before unpickling.
+            code_paths=[str(package)] if package else None,
+        )
     classes = getattr(model, "classes_", None)
     return SavedModel(
         str(target),
@@ -376,6 +398,141 @@ def save_model_dir(model: Any, example: Any, target: str | Path) -> SavedModel:
         else (),
         train_device(model),
     )
+
+
+def model_code(model: Any) -> tuple[list[str], set[str]]:
+    """The ctpipe modules `model`'s pickle needs to load and predict, and the top-level
+    modules they import.
+
+    Those are the modules the pickle names (cloudpickle refers to importable functions
+    and classes by module), then every ctpipe module they import, at the top or inside a
+    function (torch_mlp imports torch_net when it predicts), except under TYPE_CHECKING.
+    """
+    import cloudpickle
+
+    named = {m for m in _pickled_modules(cloudpickle.dumps(model)) if _is_ctpipe(m)}
+    needed: set[str] = set()
+    imports: set[str] = set()
+    pending = sorted(named)
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        for imported in _imports_of(name):
+            imports.add(imported.split(".")[0])
+            if _is_ctpipe(imported) and imported not in needed:
+                pending.append(imported)
+    return sorted(needed), imports
+
+
+def stage_code(modules: list[str], root: Path) -> Path | None:
+    """Write `modules` as a package tree under root (root/ctpipe/...), each package that is
+    not itself needed as an empty stub, so `import ctpipe.features` works from root and
+    nothing else of ctpipe comes along. Returns root/ctpipe, or None when nothing is needed."""
+    import importlib.util
+
+    if not modules:
+        return None
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            raise RegistryError(f"the model needs {name}, which has no Python source to ship")
+        parts = name.split(".")
+        is_package = spec.submodule_search_locations is not None
+        target = (
+            root.joinpath(*parts, "__init__.py")
+            if is_package
+            else root.joinpath(*parts[:-1], parts[-1] + ".py")
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spec.origin, target)
+        # Every package above it: a stub unless the package's own __init__ is needed.
+        for depth in range(1, len(parts)):
+            stub = root.joinpath(*parts[:depth], "__init__.py")
+            if not stub.exists():
+                stub.write_text(
+                    f'"""{".".join(parts[:depth])}: only the modules an MLflow model needs, '
+                    'shipped with it by ctpipe.registry."""\n'
+                )
+    return root / PACKAGE
+
+
+def _is_ctpipe(module: str) -> bool:
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
+
+
+def _pickled_modules(payload: bytes) -> set[str]:
+    """Every module a pickle imports from: GLOBAL's module, and STACK_GLOBAL's (the string
+    pushed, or fetched from the memo, two pushes before it)."""
+    import pickletools
+
+    found: set[str] = set()
+    pushed: list[Any] = []  # what each op put on the stack, as far as strings go
+    memo: dict[int, Any] = {}
+    for opcode, arg, _ in pickletools.genops(payload):
+        name = opcode.name
+        if name == "GLOBAL":
+            found.add(str(arg).split(" ")[0])
+            pushed.append(None)
+        elif name == "STACK_GLOBAL":
+            if len(pushed) >= 2 and isinstance(pushed[-2], str):
+                found.add(pushed[-2])
+            pushed.append(None)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(str(arg))] = pushed[-1] if pushed else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(int(str(arg))))
+        elif name != "FRAME":
+            pushed.append(arg if isinstance(arg, str) and "UNICODE" in name else None)
+    return found
+
+
+def _imports_of(module: str) -> set[str]:
+    """The modules `module`'s source imports, anywhere but under `if TYPE_CHECKING:`."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return set()
+    tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+    package = module if spec.submodule_search_locations is not None else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for branch in node.orelse:
+                visit(branch)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                # `from ctpipe.training import torch_net` names a module; `from x import y`
+                # a name defined in x.
+                found.add(submodule if _is_ctpipe(base) and _module_exists(submodule) else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # What Model.log assigns to a logged model; everything else comes from the saved directory.
@@ -418,9 +575,12 @@ def log_and_register(
     texts: dict[str, str],
     files: dict[str, str] | None = None,
     evidence: dict[str, Any] | None = None,
+    dataset: DatasetInput | None = None,
+    description: str | None = None,
 ) -> tuple[str, str]:
     """Log a run with the saved model directory and register a new version, signing its
-    blessing (see ctpipe.blessing) with `evidence`, the gate's figures. Returns
+    blessing (see ctpipe.blessing) with `evidence`, the gate's figures. `dataset` is logged
+    as the run's training input (mlflow.data); `description` goes on the version. Returns
     (run_id, version).
 
     No alias moves here: a registered version is inert until `promote`.
@@ -439,6 +599,8 @@ def log_and_register(
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
         mlflow.set_tags(tags)
+        if dataset is not None:
+            dataset.log()
         for name, text in texts.items():
             mlflow.log_text(text, name)
         if files:
@@ -476,7 +638,80 @@ def log_and_register(
     signed = blessing.sign(config.model_name, version, checksum, evidence or {})
     for key, value in {**version_tags, TAG_MODEL_SHA256: checksum, **signed}.items():
         mlflow_client.set_model_version_tag(config.model_name, version, key, value)
+    if description:
+        mlflow_client.update_model_version(
+            config.model_name, version, description=description[:5000]
+        )
     return run.info.run_id, version
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """The data a run trained on, as an MLflow dataset input (run.inputs.dataset_inputs):
+    where it came from, its content hash, and the time window it covers."""
+
+    source: str  # ingest's source URI (a path or s3://…)
+    content_hash: str  # ingest.content_hash: "sha256:<hex>", of the data itself
+    rows: int | None = None
+    time_min: str | None = None  # oldest and newest row (ISO 8601)
+    time_max: str | None = None
+    window: dict[str, Any] | None = None  # the rows the model learned from (TAG_FIT's rows)
+    name: str = "training-data"
+    context: str = "training"
+
+    @classmethod
+    def from_metadata(
+        cls, dataset: dict[str, Any], fit: dict[str, Any] | None = None
+    ) -> DatasetInput:
+        """From ingest's metadata (IngestResult.metadata) and the fit record (TAG_FIT)."""
+        fit = fit or {}
+        window: dict[str, Any] = {k: fit[k] for k in ("rows", "start", "end", "window") if k in fit}
+        return cls(
+            source=str(dataset.get("source") or ""),
+            content_hash=str(dataset.get("content_hash") or ""),
+            rows=int(dataset["rows"]) if dataset.get("rows") is not None else None,
+            time_min=dataset.get("time_min") or None,
+            time_max=dataset.get("time_max") or None,
+            window=window or None,
+        )
+
+    @property
+    def digest(self) -> str:
+        # MLflow's store keeps 36 characters of a digest; the full hash is an input tag.
+        return self.content_hash.removeprefix("sha256:")[:36] or "unknown"
+
+    def input_tags(self) -> dict[str, str]:
+        tags = {
+            INPUT_TAG_HASH: self.content_hash,
+            INPUT_TAG_ROWS: "" if self.rows is None else str(self.rows),
+            INPUT_TAG_TIME_MIN: self.time_min or "",
+            INPUT_TAG_TIME_MAX: self.time_max or "",
+            INPUT_TAG_WINDOW: json.dumps(self.window, sort_keys=True) if self.window else "",
+        }
+        return {k: v for k, v in tags.items() if v}
+
+    def mlflow_dataset(self) -> Any:
+        import warnings
+
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        try:
+            with warnings.catch_warnings():
+                # A local path matches several local source types; any of them will do.
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(self.source)
+        except Exception:
+            source = CodeDatasetSource({"uri": self.source})
+        # MetaDataset defines `profile`; mypy misreads the abstract property it overrides.
+        return MetaDataset(source, name=self.name, digest=self.digest)  # type: ignore[abstract]
+
+    def log(self) -> None:
+        """mlflow.log_input on the active run."""
+        import mlflow
+
+        mlflow.log_input(self.mlflow_dataset(), context=self.context, tags=self.input_tags())
 
 
 @dataclass(frozen=True)
@@ -537,6 +772,54 @@ class Challenger:
         """What the blessing signs: the gate's figures and the run that decided."""
         return {**self.evaluation.evidence(), "kfp_run_id": self.kfp_run_id, "reason": self.reason}
 
+    def dataset_input(self) -> DatasetInput:
+        return DatasetInput.from_metadata(self.dataset, self.fit)
+
+    def description(self, promotion: str | None = None) -> str:
+        """The model version's description (Markdown): what it is, what it scored, why the
+        gate blessed it, where it came from, and `promotion`, what became of it."""
+        result, candidate, dataset = self.evaluation, self.trained.candidate, self.dataset
+        comparison = result.decision.comparison
+        run = self.kfp_run_name or "(no name)"
+        if self.kfp_run_id:
+            run += f" (run id {self.kfp_run_id})"
+        lines = [
+            f"**{candidate.family}** model, candidate `{candidate.id}`, trained by KFP run "
+            f"{run}; trigger: {self.reason or '(none recorded)'}.",
+            "",
+            f"- Test {result.metric}: {result.metrics[result.metric]:.4f} on "
+            f"{result.rows:,} newest rows (validation {self.trained.metric} "
+            f"{self.trained.score:.4f}).",
+        ]
+        if comparison is not None:
+            pct = round(comparison.confidence * 100)
+            lines.append(
+                f"- Gate vs champion v{comparison.champion_version}: {comparison.metric} "
+                f"{comparison.challenger:.4f} vs {comparison.champion:.4f}, improvement "
+                f"{comparison.improvement:+.4f}, {pct}% interval "
+                f"[{comparison.low:+.4f}, {comparison.high:+.4f}] "
+                f"({comparison.samples} paired bootstrap resamples)."
+            )
+        elif result.champion_error:
+            lines.append(
+                f"- Gate: NOT compared with the champion ({result.champion_error}); "
+                "blessed on the thresholds alone."
+            )
+        else:
+            lines.append("- Gate: no champion to compare with (first champion).")
+        lines += [f"  - {reason}" for reason in result.decision.reasons]
+        source = dataset.get("source") or "(unknown source)"
+        window = ""
+        if dataset.get("time_min") or dataset.get("time_max"):
+            window = f", {dataset.get('time_min') or '?'} to {dataset.get('time_max') or '?'}"
+        lines.append(
+            f"- Data: {dataset.get('rows', '?')} rows from {source}{window} "
+            f"({str(dataset.get('content_hash', ''))[:19]}); schema v{self.schema.version}."
+        )
+        if promotion:
+            lines.append(f"- {promotion}")
+        return "\n".join(lines)
+
 
 def register_challenger(
     config: Config,
@@ -566,10 +849,27 @@ def register_challenger(
             f"{reference.ARTIFACT_DIR}/{reference.SAMPLE_FILE}": sample,
         },
         evidence=challenger.evidence(),
+        dataset=challenger.dataset_input(),
+        description=challenger.description(),
     )
     mlflow_client = client(config)
-    previous = promote(config, version, expected_champion, mlflow_client)
+    try:
+        previous = promote(config, version, expected_champion, mlflow_client)
+    except RegistryError as exc:
+        _describe(mlflow_client, config, version, challenger.description(f"Not promoted: {exc}"))
+        raise
+    promotion = (
+        f"Promoted to {CHAMPION!r}, replacing v{previous} (now {PREVIOUS!r})."
+        if previous
+        else f"Promoted to {CHAMPION!r}: the first champion."
+    )
+    _describe(mlflow_client, config, version, challenger.description(promotion))
     return run_id, version_ref(mlflow_client, config.model_name, version), previous
+
+
+def _describe(mlflow_client: Any, config: Config, version: str, text: str) -> None:
+    # MLflow keeps 5,000 characters of a description.
+    mlflow_client.update_model_version(config.model_name, version, description=text[:5000])
 
 
 def promote(
@@ -633,12 +933,17 @@ def _v(version: str | None) -> str:
     return f"v{version}" if version else "no champion"
 
 
-def requirements() -> list[str]:
-    """What an MLflow consumer outside ctpipe's images would install to load our models."""
+def requirements(*, torch: bool | None = None) -> list[str]:
+    """What an MLflow consumer outside ctpipe's images installs to load our models (with
+    the ctpipe modules the model ships in its code/ directory). `torch`: whether the model
+    needs it; None: whether this process imported it."""
     import sys
     from importlib.metadata import version
 
-    names = ["scikit-learn", "numpy", "pandas", "scipy"] + (
-        ["torch"] if "torch" in sys.modules else []
+    if torch is None:
+        torch = "torch" in sys.modules
+    names = ["scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"] + (
+        ["torch"] if torch else []
     )
-    return [f"{name}=={version(name)}" for name in names]
+    # A local version label (torch's "+cpu") names a build PyPI does not have.
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]

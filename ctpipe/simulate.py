@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,6 +99,7 @@ class Simulation:
     failed_runs: int = 0
     prequential: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    title: str = ""  # the timeline plot's title; "" for "ctpipe simulate (<policy>)"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -203,9 +204,11 @@ def run(
     train_window: int | None = None,
     say: Callable[[str], None] = print,
     submitter_for: Callable[[IO[str]], Submitter],
+    title: str = "",
 ) -> Simulation:
     """Replay `stream` in batches under the strategy `policy` (a `--policy` value), with
-    everything written under out_dir.
+    everything written under out_dir. `title` heads the timeline plot (e.g. "ctpipe demo";
+    by default "ctpipe simulate (<policy>)").
 
     `submitter_for` makes the submitter of the replay's runs from the file their
     logs go to (the wiring's local submitter: the core never imports the pipeline)."""
@@ -221,7 +224,13 @@ def run(
         stream,
         config,
         submitter,
-        Simulation(out_dir, str(strategy), "", drift_threshold=config.monitor.drift.share),
+        Simulation(
+            out_dir,
+            str(strategy),
+            "",
+            drift_threshold=config.monitor.drift.share,
+            title=title or f"ctpipe simulate ({strategy})",
+        ),
         batch=batch,
         label_delay=label_delay,
         first=initial_batches,
@@ -252,6 +261,7 @@ def run(
         base.monitor.report_rows,
         replay.rows(count - 1, count),
         out_dir / "drift-report.html",
+        trained_on=_champion_rows(replay),
     )
     return sim
 
@@ -444,9 +454,17 @@ class _Replay:
         return sim
 
 
-def _final_report(config: Config, report_rows: int, last: pa.Table, path: Path) -> None:
-    """The evidently page for the last batch against the final champion's training data."""
-    from ctpipe.drift import ReferenceProfile, report
+def _final_report(
+    config: Config,
+    report_rows: int,
+    last: pa.Table,
+    path: Path,
+    trained_on: pa.Table | None = None,
+) -> None:
+    """The evidently page for the last batch against the final champion's training data,
+    headed by the model, both windows and ctpipe's own drift check of the batch.
+    `trained_on`: the rows the champion's run was offered, for the reference's dates."""
+    from ctpipe.drift import ReferenceProfile, compare, report
 
     if report_rows == 0:
         return
@@ -454,8 +472,51 @@ def _final_report(config: Config, report_rows: int, last: pa.Table, path: Path) 
     if champion is None:
         return
     files = registry.download_reference(champion)
-    kinds = ReferenceProfile.from_bytes(files.profile.read_bytes()).kinds
-    path.write_text(report.page(files.sample, last, kinds, config.monitor.drift, report_rows))
+    profile = ReferenceProfile.from_bytes(files.profile.read_bytes())
+    try:
+        verdict = compare(profile, last, config.monitor.drift)
+    except DataError:  # the page still shows what evidently sees
+        verdict = None
+    start, end = (
+        report.time_range(trained_on, config.timestamp) if trained_on is not None else (None, None)
+    )
+    context = report.PageContext(
+        config.model_name,
+        champion.version,
+        report.Window(
+            f"champion v{champion.version}'s training data ({profile.rows:,} rows, out of "
+            "the rows offered to its run, dated below), a sample kept when it was trained",
+            report.sample_rows(files.sample),
+            start,
+            end,
+        ),
+        report.Window.of("the replay's last batch", last, config.timestamp),
+        verdict=verdict,
+    )
+    path.write_text(
+        report.page(
+            files.sample,
+            last,
+            profile.kinds,
+            config.monitor.drift,
+            report_rows,
+            column_thresholds=(
+                {c.name: c.threshold for c in verdict.columns} if verdict is not None else None
+            ),
+            context=context,
+        )
+    )
+
+
+def _champion_rows(replay: _Replay) -> pa.Table | None:
+    """The rows the final champion's run was offered: the first run's batches, or the
+    labelled rows as of the batch whose run promoted it (its train.window may have used
+    fewer)."""
+    promoted = [b for b in replay.sim.batches if b.blessed and not b.failed]
+    if not promoted:
+        return replay.rows(0, replay.first)
+    labelled = replay.rows(0, max(promoted[-1].batch - replay.label_delay, 0) + 1)
+    return labelled.slice(max(0, labelled.num_rows - replay.train_window))
 
 
 def _predict(model: Any, part: pa.Table, config: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -588,62 +649,105 @@ def _timeline_line(
 
 
 def plot(sim: Simulation, path: Path) -> None:
-    """Metric per batch, drift share, and retraining markers, as a PNG."""
+    """The timeline (`figure`) as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(sim)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# What the timeline marks, each with its legend entry: a run's outcome (a vertical line on
+# both panels) and the monitor holding back or being blocked (a marker on the drift panel).
+RUN_MARKS = {
+    "blessed": ("green", "--", "run submitted: challenger blessed, promoted"),
+    "refused": ("red", "--", "run submitted: challenger refused by the gate"),
+    "failed": ("black", ":", "run submitted and failed: champion stays"),
+}
+HELD_MARKS = {
+    "skip": ("v", "grey", "trigger fired, held back (cooldown, too few rows)"),
+    "blocked": ("x", "black", "monitor blocked: nothing submitted"),
+}
+
+
+def figure(sim: Simulation) -> Any:
+    """Metric per batch, drift share, and what the monitor did, over the batches' start
+    dates: a matplotlib Figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    batches = [b.batch for b in sim.batches]
+    dates = [_start(b.start) for b in sim.batches]
     metric = [b.metric if b.metric is not None else np.nan for b in sim.batches]
     drift = [b.drift_share if b.drift_share is not None else np.nan for b in sim.batches]
+    spacing = np.median(np.diff(mdates.date2num(dates))) if len(dates) > 1 else 1 / 24
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[2, 1])
-    top.plot(batches, metric, marker="o", color="#1f77b4", label=f"prequential {sim.metric_name}")
+    top.plot(dates, metric, marker="o", color="#1f77b4", label=f"prequential {sim.metric_name}")
     top.set_ylabel(sim.metric_name)
     top.set_title(
-        f"ctpipe simulate: policy {sim.policy}, {sim.retrains} retrains, {sim.promotions} promotions"
-        + (f", {sim.failed_runs} failed runs" if sim.failed_runs else "")
+        f"{sim.title or f'ctpipe simulate ({sim.policy})'}\npolicy {sim.policy}: "
+        f"{sim.retrains} retrains, {sim.promotions} promotions"
+        + (f", {sim.failed_runs} failed runs" if sim.failed_runs else ""),
+        fontsize=11,
     )
-    bottom.bar(batches, drift, color="#ff7f0e", label="drift share")
+    bottom.bar(dates, drift, width=0.8 * spacing, color="#ff7f0e", label="drift share")
     bottom.set_ylabel("drift share")
-    bottom.set_xlabel("batch")
-    bottom.set_ylim(0, 1)
+    bottom.set_xlabel("batch start")
+    bottom.set_ylim(0, 1.05)
     bottom.axhline(
         sim.drift_threshold, color="grey", linestyle=":", label="dataset drift threshold"
     )
-    bottom.legend(loc="upper left", fontsize=8)
-    bottom.xaxis.get_major_locator().set_params(integer=True)
-    # One colour per run outcome, each with a legend entry when it happened.
-    kinds = {
-        "blessed": ("green", "run: challenger blessed"),
-        "refused": ("red", "run: challenger refused"),
-        "failed": ("black", "run failed, champion stays"),
-    }
+    locator = mdates.AutoDateLocator()
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     seen: set[str] = set()
-    top_value = np.nanmax(metric) if np.isfinite(np.nanmax(metric)) else 1
-    for b in sim.batches:
+    finite = [m for m in metric if np.isfinite(m)]
+    top_value = max(finite) if finite else 1.0
+    for at, b in zip(dates, sim.batches, strict=True):
+        if b.action in HELD_MARKS:
+            shape, colour, label = HELD_MARKS[b.action]
+            bottom.plot(
+                [at],
+                [1.0],
+                marker=shape,
+                color=colour,
+                linestyle="none",
+                label=label if b.action not in seen else None,
+            )
+            seen.add(b.action)
         if b.action != "submit":
             continue
         kind = "failed" if b.failed else "blessed" if b.blessed else "refused"
-        colour, label = kinds[kind]
+        colour, style, label = RUN_MARKS[kind]
         for axis in (top, bottom):
             axis.axvline(
-                b.batch,
+                at,
                 color=colour,
-                linestyle=":" if b.failed else "--",
+                linestyle=style,
                 alpha=0.7,
                 label=label if axis is top and kind not in seen else None,
             )
         seen.add(kind)
         top.annotate(
             {"blessed": f"v{b.champion_after}", "refused": "refused", "failed": "failed"}[kind],
-            (b.batch, top_value),
+            (at, top_value),
             fontsize=8,
             rotation=90,
             va="top",
         )
-    top.legend(loc="lower left")
+    top.legend(loc="lower left", fontsize=8)
+    bottom.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
+    fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def _start(text: str) -> datetime:
+    """A BatchRecord's start ("%Y-%m-%d %H:%M", or ISO)."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M")
+    except ValueError:
+        return datetime.fromisoformat(text)

@@ -182,12 +182,7 @@ def drift_report(
     from ctpipe.drift import profile
 
     champion = profile.read_snapshot(champion_path)
-    if champion.version is None:
-        return no_report(
-            "No champion yet: nothing to compare the new data with.",
-            "no champion yet: no drift report",
-        )
-    if champion.sample is None:
+    if champion.version is not None and champion.sample is None:
         return no_report(
             f"No drift report: {champion.note}", f"warning: no drift report ({champion.note})"
         )
@@ -197,12 +192,35 @@ def drift_report(
         **dict.fromkeys(schema.categorical_features, profile.CATEGORICAL),
     }
     try:
+        data = tables.read(data_path)
+        current = report.Window.of("the new data this run trains on", data, config.timestamp)
+        if champion.version is None or champion.sample is None:
+            # A first run: nothing to compare with, so the page is the data's own profile.
+            html = report.profile_page(
+                data,
+                kinds,
+                config.monitor.report_rows,
+                context=report.PageContext(
+                    config.model_name,
+                    None,
+                    report.Window("none: no champion yet"),
+                    current,
+                    note=report.FIRST_RUN_NOTE,
+                ),
+            )
+            Path(report_out).write_text(html)
+            return "no champion yet: the drift report is the new data's own profile"
+        reference = report.Window(
+            f"champion v{champion.version}'s training sample (kept when it was trained)",
+            report.sample_rows(champion.sample),
+        )
         html = report.page(
             champion.sample,
-            tables.read(data_path),
+            data,
             kinds,
             config.monitor.drift,
             config.monitor.report_rows,
+            context=report.PageContext(config.model_name, champion.version, reference, current),
         )
     except Exception as exc:  # a report must never fail the run that a gate already judged
         return no_report(

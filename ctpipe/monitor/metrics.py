@@ -24,8 +24,12 @@ PUSHGATEWAY_ENV = "CTPIPE_PUSHGATEWAY_URL"
 DEFAULT_JOB = "ctpipe-monitor"
 PUSH_TIMEOUT_SECONDS = 10.0
 
-# Metric names.
-DRIFT_SHARE = "ctpipe_monitor_drift_share"
+# Metric names, by the Prometheus conventions (`promtool check metrics` lints them on the
+# Pushgateway's exposition: tests/pipelines/test_pushgateway_promtool.py). All are gauges,
+# so none ends in `_total`; a unit ends the name where there is one (`_ratio` for a share,
+# `_seconds`, `_rows`). Labels are bounded: the model, features of its schema, and the
+# fixed sets of actions, triggers and configured metrics below.
+DRIFT_SHARE = "ctpipe_monitor_drifted_features_ratio"
 FEATURE_DRIFT = "ctpipe_monitor_feature_drift"
 DECISION = "ctpipe_monitor_decision"
 TRIGGER_FIRED = "ctpipe_monitor_trigger_fired"
@@ -93,7 +97,7 @@ class MonitorMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.drift_share = Gauge(
-            DRIFT_SHARE, "Share of features that drifted", [MODEL_LABEL], registry=reg
+            DRIFT_SHARE, "Share of features that drifted (0 to 1)", [MODEL_LABEL], registry=reg
         )
         self.feature_drift = Gauge(
             FEATURE_DRIFT,

@@ -1030,11 +1030,29 @@ def _html_report(
 ) -> tuple[str | None, str | None]:
     """The evidently page for people: written next to the decisions and attached to the
     champion's MLflow run. Returns both locations."""
-    from ctpipe.drift.report import page as build_page
+    from ctpipe.drift import ReferenceProfile
+    from ctpipe.drift import report as pages
 
     try:
         files = registry.download_reference(champion)
-        page = build_page(
+        trained = ReferenceProfile.from_bytes(files.profile.read_bytes()).rows
+        context = pages.PageContext(
+            config.model_name,
+            champion.version,
+            pages.Window(
+                f"champion v{champion.version}'s training data ({trained:,} rows), "
+                "a sample kept when it was trained",
+                pages.sample_rows(files.sample),
+            ),
+            pages.Window.of(
+                f"the prediction log's window (monitor.window {config.monitor.window}, "
+                f"up to {now:%Y-%m-%d %H:%M})",
+                current,
+                predlog.TIMESTAMP,
+            ),
+            verdict=report,
+        )
+        page = pages.page(
             files.sample,
             predlog.features_table(current),
             {c.name: c.kind for c in report.columns},
@@ -1042,6 +1060,7 @@ def _html_report(
             config.monitor.report_rows,
             # The page shows the thresholds the verdict used, calibrated ones included.
             column_thresholds={c.name: c.threshold for c in report.columns},
+            context=context,
         )
         uri = storage.join(
             MonitorStore(config.state_dir, config.model_name).root,

@@ -191,6 +191,7 @@ def serve(args: argparse.Namespace) -> None:
         enable_explain=args.enable_explain,
         enable_repository=args.enable_repository_routes,
         enable_docs=args.enable_docs_url,
+        served=model.served,
     )
     if args.enable_grpc:
         logging.getLogger("ctpipe.serving").warning(
@@ -227,12 +228,19 @@ def customize_rest_server(host: str) -> None:
     records the latency, so that middleware is left out.
 
     A refused request is logged as one escaped line, not KServe's traceback (which quotes
-    the request as it came), and a repeated request id is a 409."""
+    the request as it came), and a repeated request id is a 409. Every 4xx is one line with
+    its reason; only a 5xx logs a traceback."""
+    from fastapi.exceptions import RequestValidationError
     from kserve import model_server
-    from kserve.errors import InvalidInput
+    from kserve.errors import InvalidInput, ModelNotFound
     from timing_asgi import TimingMiddleware
 
-    from ctpipe.serving.model import duplicate_request_handler, invalid_input_handler
+    from ctpipe.serving.model import (
+        duplicate_request_handler,
+        invalid_input_handler,
+        model_not_found_handler,
+        validation_error_handler,
+    )
     from ctpipe.serving.payload import DuplicateRequestId
 
     base = model_server.RESTServer
@@ -252,6 +260,8 @@ def customize_rest_server(host: str) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(InvalidInput, invalid_input_handler)
             app.add_exception_handler(DuplicateRequestId, duplicate_request_handler)
+            app.add_exception_handler(ModelNotFound, model_not_found_handler)
+            app.add_exception_handler(RequestValidationError, validation_error_handler)
 
     model_server.RESTServer = BoundRESTServer
 

@@ -12,6 +12,8 @@ any request body is parsed it is bounded in size and in JSON nesting depth, and 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from ctpipe.serving import metrics
+
+log = logging.getLogger("ctpipe.serving")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,7 +56,13 @@ FLAGS = {
 JSON_KINDS = frozenset({INFER, EXPLAIN})  # routes whose body is parsed as JSON
 
 _MODEL = r"(?P<model>[^/]+)"
-_VERSION = r"(?:/versions/[^/]+)?"
+_VERSION = r"(?:/versions/(?P<version>[^/]+))?"
+
+# The v2 routes of one model, which a version in the path may name.
+METADATA = "metadata"
+READY = "ready"
+INFER_V2 = "infer"
+INFERENCE_HEADER = b"inference-header-content-length"
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,11 @@ class Route:
     pattern: re.Pattern[str]
     kind: str
     protocol: str = ""  # the metrics' protocol label, for inference routes
+    v2: str = ""  # METADATA, READY or INFER_V2 for a v2 model route
 
 
-def _route(method: str, pattern: str, kind: str, protocol: str = "") -> Route:
-    return Route(method, re.compile(pattern), kind, protocol)
+def _route(method: str, pattern: str, kind: str, protocol: str = "", v2: str = "") -> Route:
+    return Route(method, re.compile(pattern), kind, protocol, v2)
 
 
 # KServe 0.21's REST routes (kserve/protocol/rest/*_endpoints.py), minus anything new.
@@ -79,9 +90,9 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", r"/v2/health/live", READ),
     _route("GET", r"/v2/health/ready", READ),
     _route("GET", r"/v2/models", READ),
-    _route("GET", rf"/v2/models/{_MODEL}{_VERSION}", READ),
-    _route("GET", rf"/v2/models/{_MODEL}{_VERSION}/ready", READ),
-    _route("POST", rf"/v2/models/{_MODEL}{_VERSION}/infer", INFER, "v2"),
+    _route("GET", rf"/v2/models/{_MODEL}{_VERSION}", READ, v2=METADATA),
+    _route("GET", rf"/v2/models/{_MODEL}{_VERSION}/ready", READ, v2=READY),
+    _route("POST", rf"/v2/models/{_MODEL}{_VERSION}/infer", INFER, "v2", INFER_V2),
     _route("POST", rf"/v2/repository/models/{_MODEL}/load", REPOSITORY),
     _route("POST", rf"/v2/repository/models/{_MODEL}/unload", REPOSITORY),
     _route("GET", r"/docs", DOCS),
@@ -95,6 +106,15 @@ class Found:
     route: Route | None
     model: str | None  # the model the path names, if it names one
     other_method: bool  # the path is routed, under another method
+    version: str | None = None  # the version a v2 path names, if it names one
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the server serves now: its version, and its v2 model metadata."""
+
+    version: str
+    metadata: dict[str, Any]
 
 
 def find_route(method: str, path: str) -> Found:
@@ -105,7 +125,8 @@ def find_route(method: str, path: str) -> Found:
         if match is None:
             continue
         if route.method == method:
-            return Found(route, match.groupdict().get("model"), False)
+            groups = match.groupdict()
+            return Found(route, groups.get("model"), False, groups.get("version"))
         other_method = True
     return Found(None, None, other_method)
 
@@ -135,7 +156,14 @@ def shown(text: str, limit: int = 64) -> str:
 
 
 class InferenceGuard:
-    """The predictor's surface (see the module's docstring): wraps KServe's app."""
+    """The predictor's surface (see the module's docstring): wraps KServe's app.
+
+    Given `served` (what the server serves now), it also answers v2 model metadata from
+    the model's signature and routes /v2/models/<name>/versions/<v>/...: the served
+    version answers as the unversioned route does, any other is a 404. A v2 inference body
+    is JSON (whatever its content type says) unless it has an Inference-Header-Content-Length,
+    the binary tensor extension: then that many bytes of JSON header come first, and the
+    binary inputs it declares are checked against their shapes and datatypes here."""
 
     def __init__(
         self,
@@ -147,11 +175,13 @@ class InferenceGuard:
         enable_repository: bool = False,
         enable_docs: bool = False,
         max_json_depth: int = MAX_JSON_DEPTH,
+        served: Callable[[], Served | None] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.model_name = model_name
         self.max_json_depth = max_json_depth
+        self.served = served
         enabled = {EXPLAIN: enable_explain, REPOSITORY: enable_repository, DOCS: enable_docs}
         self.kinds = {READ, INFER} | {kind for kind, on in enabled.items() if on}
         # A client still sending when the 413 goes out sees a broken pipe, not the reason:
@@ -164,6 +194,21 @@ class InferenceGuard:
             return
         found = find_route(scope.get("method", ""), scope.get("path", ""))
         refusal = self._refusal(found, scope)
+        if refusal is None and found.route is not None and found.route.v2:
+            if self.served is not None and found.route.v2 == METADATA:
+                served = self.served()
+                if served is not None:
+                    if found.version is None or found.version == served.version:
+                        await _json(send, 200, served.metadata)
+                        return
+                    refusal = 404, _other_version(self.model_name, found.version, served)
+            elif self.served is not None and found.version is not None:
+                served = self.served()
+                if served is not None and found.version != served.version:
+                    refusal = 404, _other_version(self.model_name, found.version, served)
+                else:  # the served version: KServe answers it as the unversioned route
+                    path = scope["path"].replace(f"/versions/{found.version}", "", 1)
+                    scope = {**scope, "path": path, "raw_path": path.encode()}
         if found.route is not None and found.route.kind == INFER:
             await self._counted(found, scope, receive, send, refusal)
         else:
@@ -222,16 +267,37 @@ class InferenceGuard:
     ) -> None:
         if refusal is not None:
             await self._drain(scope, receive)
-            await _error(send, *refusal)
+            await _refuse(send, *refusal)
             return
         if scope.get("method") not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        is_json = found.route is not None and found.route.kind in JSON_KINDS
-        body, refusal = await self._read(scope, receive, is_json)
+        route = found.route
+        is_json = route is not None and route.kind in JSON_KINDS
+        binary = _header(scope, INFERENCE_HEADER) if route is not None and route.v2 else None
+        # A v2 JSON body is checked below, where NaN passes.
+        strict = is_json and not (route is not None and route.v2)
+        body, refusal = await self._read(scope, receive, strict)
+        if refusal is None and binary is not None:
+            problem = self._binary_problem(body, binary)
+            refusal = (400, problem) if problem else None
+        elif refusal is None and route is not None and route.v2:
+            # Strict JSON but for NaN, which v2 clients send for a missing number (the
+            # tensors' values are checked one by one: Infinity is refused by name).
+            problem = self._json_problem(body, allow_nan=True)
+            refusal = (400, problem) if problem else None
         if refusal is not None:
-            await _error(send, *refusal)
+            await _refuse(send, *refusal)
             return
+        if route is not None and route.v2 == INFER_V2:
+            # KServe reads a body without a JSON content type as the binary extension's
+            # bytes; say which one this is, whatever the client said.
+            content_type = b"application/json" if binary is None else b"application/octet-stream"
+            headers = [
+                (k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-type"
+            ]
+            scope = {**scope, "headers": [*headers, (b"content-type", content_type)]}
+            send = _without_null_parameters(send)
         await self.app(scope, _replay(body, receive), send)
 
     async def _drain(self, scope: Scope, receive: Receive) -> None:
@@ -270,14 +336,182 @@ class InferenceGuard:
         problem = self._json_problem(body) if is_json else None
         return body, (400, problem) if problem else None
 
-    def _json_problem(self, body: bytes) -> str | None:
+    def _json_problem(self, body: bytes, allow_nan: bool = False) -> str | None:
         # Depth first: Python's json (the NaN check below, Starlette's request.json()) would
         # recurse once per level and end in a RecursionError, a 500.
         depth = too_deep(body, self.max_json_depth)
         if depth is not None:
             limit = self.max_json_depth
             return f"the body nests arrays and objects {depth:,} deep; the limit is {limit}"
-        return _json_problem(body)
+        return _json_problem(body, allow_nan)
+
+    def _binary_problem(self, body: bytes, declared: str) -> str | None:
+        """What is wrong with a body in the binary tensor extension, or None."""
+        import orjson
+
+        where = "Inference-Header-Content-Length"
+        if not declared.isdigit():
+            return f"{where}: expected the JSON header's length in bytes, got {shown(declared)}"
+        length = int(declared)
+        if length > len(body):
+            return f"{where} is {length:,} bytes, but the body has {len(body):,}"
+        header = body[:length]
+        depth = too_deep(header, self.max_json_depth)
+        if depth is not None:
+            limit = self.max_json_depth
+            return f"the JSON header nests arrays and objects {depth:,} deep; the limit is {limit}"
+        try:
+            request = orjson.loads(header)
+        except orjson.JSONDecodeError as exc:
+            return f"the JSON header (the first {length:,} bytes) is not valid JSON: {exc}"
+        inputs = request.get("inputs") if isinstance(request, dict) else None
+        if not isinstance(inputs, list):
+            return 'the JSON header must be an object with "inputs", a list of tensors'
+        offset = length
+        for i, tensor in enumerate(inputs):
+            problem, size = _binary_input_problem(i, tensor, body, offset)
+            if problem:
+                return problem
+            offset += size
+        if offset != len(body):
+            return (
+                f"the binary inputs declare {offset - length:,} bytes, "
+                f"but {len(body) - length:,} follow the JSON header"
+            )
+        return None
+
+
+# Bytes per element of each fixed-size v2 datatype (BYTES elements carry their length).
+ITEM_BYTES = {
+    "BOOL": 1,
+    "INT8": 1,
+    "UINT8": 1,
+    "INT16": 2,
+    "UINT16": 2,
+    "FP16": 2,
+    "INT32": 4,
+    "UINT32": 4,
+    "FP32": 4,
+    "INT64": 8,
+    "UINT64": 8,
+    "FP64": 8,
+}
+
+
+def _binary_input_problem(i: int, tensor: Any, body: bytes, offset: int) -> tuple[str | None, int]:
+    """(what is wrong with input i of a binary request, the bytes it takes)."""
+    if not isinstance(tensor, dict):
+        return f"inputs[{i}]: expected a tensor object", 0
+    name = shown(str(tensor.get("name")))
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        return f"inputs[{i}] ({name}): parameters must be an object", 0
+    if tensor.get("data") is not None:
+        return None, 0  # a JSON tensor next to binary ones
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return f'inputs[{i}] ({name}): no "data" and no binary_data_size parameter', 0
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return f"inputs[{i}] ({name}): binary_data_size must be a byte count", 0
+    if offset + size > len(body):
+        return f"inputs[{i}] ({name}): binary_data_size {size:,} runs past the end of the body", 0
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        return f"inputs[{i}] ({name}): shape must be a list of sizes", 0
+    count = math.prod(shape)
+    datatype = str(tensor.get("datatype"))
+    if datatype == "BYTES":
+        elements = _bytes_elements(body[offset : offset + size])
+        if elements != count:
+            found = "not a sequence of length-prefixed strings" if elements is None else elements
+            return f"inputs[{i}] ({name}): shape {shape} needs {count:,} strings; found {found}", 0
+        return None, size
+    item = ITEM_BYTES.get(datatype)
+    if item is None:
+        return f"inputs[{i}] ({name}): unknown datatype {shown(datatype)}", 0
+    if size != count * item:
+        return (
+            f"inputs[{i}] ({name}): shape {shape} of {datatype} takes {count * item:,} bytes; "
+            f"binary_data_size is {size:,}"
+        ), 0
+    return None, size
+
+
+def _bytes_elements(data: bytes) -> int | None:
+    """How many strings a binary BYTES tensor holds (each a 4-byte little-endian length,
+    then its bytes), or None when the data is not such a sequence."""
+    count = 0
+    at = 0
+    while at < len(data):
+        if at + 4 > len(data):
+            return None
+        at += 4 + int.from_bytes(data[at : at + 4], "little")
+        count += 1
+    return count if at == len(data) else None
+
+
+def _other_version(model: str, asked: str, served: Served) -> str:
+    return (
+        f"model {shown(model)} version {shown(asked)} is not served here; "
+        f"this server serves version {shown(served.version)}"
+    )
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers") or []:
+        if name.lower() == wanted:
+            return str(value.decode("latin-1").strip())
+    return None
+
+
+def _without_null_parameters(send: Send) -> Send:
+    """KServe writes `"parameters": null` into a JSON inference response where the protocol
+    has an object or nothing: the response goes out without them."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def rewriting(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = {k.lower(): v for k, v in message.get("headers") or []}
+            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+            if message["status"] == 200 and is_json and INFERENCE_HEADER not in headers:
+                start = message
+                return
+        elif start is not None and message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = _drop_null_parameters(b"".join(chunks))
+            kept = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
+            kept.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": kept})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return rewriting
+
+
+def _drop_null_parameters(body: bytes) -> bytes:
+    import orjson
+
+    try:
+        response = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(response, dict):
+        return body
+    if response.get("parameters", 0) is None:
+        del response["parameters"]
+    for output in response.get("outputs") or []:
+        if isinstance(output, dict) and output.get("parameters", 0) is None:
+            del output["parameters"]
+    return orjson.dumps(response)
 
 
 def _header_problem(scope: Scope) -> tuple[int, str] | None:
@@ -354,8 +588,9 @@ def too_deep(body: bytes, limit: int) -> int | None:
     return depth if depth > limit else None
 
 
-def _json_problem(body: bytes) -> str | None:
-    """Name what is wrong with a body that is not strict JSON (NaN and Infinity included)."""
+def _json_problem(body: bytes, allow_nan: bool = False) -> str | None:
+    """Name what is wrong with a body that is not strict JSON (NaN and Infinity included,
+    unless `allow_nan`: then whatever Python's parser reads passes)."""
     import orjson
 
     try:
@@ -369,13 +604,26 @@ def _json_problem(body: bytes) -> str | None:
         json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return f"the body is not valid JSON: {strict_error}"
+    if allow_nan:
+        return None
     return (
         "the body holds NaN or Infinity, which JSON does not allow; send null for a missing value"
     )
 
 
+async def _refuse(send: Send, status: int, message: str) -> None:
+    """A refusal: one log line with the reason (the access log has the request), no
+    traceback."""
+    log.info("refused a request (%d): %s", status, log_safe(message))
+    await _error(send, status, message)
+
+
 async def _error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+    await _json(send, status, {"error": message})
+
+
+async def _json(send: Send, status: int, content: Any) -> None:
+    body = json.dumps(content).encode()
     await send(
         {
             "type": "http.response.start",

@@ -1,11 +1,34 @@
 """Prometheus metrics of the predictor, served at /metrics next to KServe's own.
 
-The names are the contract with manifests/components/monitoring (alerts, dashboard).
+The names are the contract with manifests/components/monitoring (alerts, dashboard). They
+follow the Prometheus conventions, which `promtool check metrics` lints on a live scrape
+(tests/serving/test_metrics_promtool.py): a counter is a Counter and ends in `_total`, a gauge
+never does, a unit ends the name (`_seconds`, `_rows`), every family has help text, and every
+label takes a bounded set of values (the server's own model name, never one from the URL).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+
+class _LogFigures(Protocol):
+    """What the prediction log writer reports (ctpipe.predlog.writer.PredictionLogWriter)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def failed_flushes(self) -> int: ...
+
+    @property
+    def rows_lost(self) -> int: ...
+
 
 REQUESTS = "ctpipe_predictor_requests_total"  # {model, protocol, status}
 LATENCY = "ctpipe_predictor_request_duration_seconds"  # {model, protocol}
@@ -13,8 +36,9 @@ ROWS = "ctpipe_predictor_rows_total"  # {model}
 SCORE = "ctpipe_predictor_prediction_score"  # {model}: the distribution of scores served
 MODEL_INFO = "ctpipe_predictor_model_info"  # {model, version} = 1 for the version serving
 LOG_PENDING = "ctpipe_predictor_log_pending_rows"  # {model}: rows waiting for the next flush
-LOG_FAILURES = "ctpipe_predictor_log_failed_flushes_total"  # {model}
-LOG_LOST = "ctpipe_predictor_log_lost_rows"  # {model}: acknowledged rows the log lost, ever
+# {model}: log flushes failed in a row, 0 again after one succeeds (so a gauge)
+LOG_FAILURES = "ctpipe_predictor_log_consecutive_failed_flushes"
+LOG_LOST = "ctpipe_predictor_log_lost_rows_total"  # {model}: acknowledged rows the log lost
 
 # The model label of a request whose path names another model: labels come from the
 # server's own name, never from the URL, so no client can add series.
@@ -40,10 +64,49 @@ score = Histogram(
     buckets=SCORE_BUCKETS,
 )
 model_info = Gauge(MODEL_INFO, "The model version being served (1)", ["model", "version"])
-log_pending = Gauge(LOG_PENDING, "Prediction log rows not yet written", ["model"])
-log_failures = Gauge(LOG_FAILURES, "Prediction log flushes that failed so far", ["model"])
-log_lost = Gauge(
-    LOG_LOST,
-    "Acknowledged prediction log rows lost so far (memory buffer and journal full or failing)",
-    ["model"],
-)
+
+
+class _LogCollector:
+    """The prediction log writers' figures, read when Prometheus scrapes rather than when a
+    request arrives: with no traffic a flush that recovered in the background still shows
+    0 failures at once, so the alert on failed flushes does not stay stuck."""
+
+    def __init__(self) -> None:
+        self._writers: dict[str, _LogFigures] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, model: str, writer: _LogFigures) -> None:
+        with self._lock:
+            self._writers[model] = writer
+
+    def unwatch(self, model: str) -> None:
+        with self._lock:
+            self._writers.pop(model, None)
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            LOG_PENDING, "Prediction log rows not yet written", labels=["model"]
+        )
+        failures = GaugeMetricFamily(
+            LOG_FAILURES,
+            "Prediction log flushes failed in a row; 0 after one succeeds",
+            labels=["model"],
+        )
+        # The writer's running total: a restarted predictor starts again from 0, which
+        # Prometheus' increase() reads as a counter reset.
+        lost = CounterMetricFamily(
+            LOG_LOST.removesuffix("_total"),
+            "Acknowledged prediction log rows lost (memory buffer and journal full or failing)",
+            labels=["model"],
+        )
+        with self._lock:
+            writers = dict(self._writers)
+        for model, writer in writers.items():
+            pending.add_metric([model], writer.pending)
+            failures.add_metric([model], writer.failed_flushes)
+            lost.add_metric([model], writer.rows_lost)
+        yield from (pending, failures, lost)
+
+
+log_figures = _LogCollector()
+REGISTRY.register(log_figures)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import reprlib
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,7 @@ from kserve.protocol.infer_type import InferRequest
 
 from ctpipe.predlog import PredictionBatch, PredictionLogWriter
 from ctpipe.serving import metrics
-from ctpipe.serving.http import log_safe
+from ctpipe.serving.http import Served, log_safe
 from ctpipe.serving.payload import (
     Batch,
     RecentIds,
@@ -20,12 +21,15 @@ from ctpipe.serving.payload import (
     parse_v2,
     predict,
     v1_response,
+    v2_metadata,
     v2_response,
 )
 from ctpipe.serving.source import Loaded, ModelSource
 
 log = logging.getLogger("ctpipe.serving")
 VERSION_HEADER = "x-model-version"
+_VALIDATION = reprlib.Repr()  # a 422's errors quote the request: short, in one line
+_VALIDATION.maxstring = _VALIDATION.maxother = 120
 
 
 class ChampionModel(kserve.Model):
@@ -50,6 +54,8 @@ class ChampionModel(kserve.Model):
         super().__init__(name, return_response_headers=True)
         self.source = source
         self.log_writer = log_writer
+        if log_writer is not None:
+            metrics.log_figures.watch(name, log_writer)
         self.recent_ids = recent_ids
         self.max_rows = max_rows
         self.reload_seconds = reload_seconds
@@ -97,6 +103,14 @@ class ChampionModel(kserve.Model):
         self._stop.set()
         if self.log_writer is not None:
             self.log_writer.close()
+            metrics.log_figures.unwatch(self.name)
+
+    def served(self) -> Served | None:
+        """The version serving now and its v2 metadata (None before the first load)."""
+        loaded = self.current
+        if loaded is None:
+            return None
+        return Served(loaded.version, v2_metadata(self.name, loaded))
 
     # --------------------------------------------------------------------- requests
 
@@ -151,17 +165,35 @@ class ChampionModel(kserve.Model):
                 batch.ids, datetime.now(UTC), loaded.version, predictions, scores, batch.columns
             )
         )
-        metrics.log_pending.labels(self.name).set(writer.pending)
-        metrics.log_failures.labels(self.name).set(writer.failed_flushes)
-        metrics.log_lost.labels(self.name).set(writer.rows_lost)
 
 
 async def duplicate_request_handler(_request: Any, exc: Exception) -> Any:
-    """DuplicateRequestId as HTTP 409, in KServe's error shape. Not logged: the request
-    is the client's mistake, and KServe's handlers log a traceback per refusal."""
+    """DuplicateRequestId as HTTP 409, in KServe's error shape, logged as one line: the
+    request is the client's mistake, and KServe's handlers log a traceback per refusal."""
+    return _client_error(409, exc)
+
+
+async def model_not_found_handler(_request: Any, exc: Exception) -> Any:
+    """KServe's ModelNotFound as HTTP 404, logged as one line (KServe logs a traceback)."""
+    return _client_error(404, exc)
+
+
+async def validation_error_handler(_request: Any, exc: Exception) -> Any:
+    """A body FastAPI could not read as KServe's request model: HTTP 422 as FastAPI
+    answers it, logged as one line."""
+    from fastapi.encoders import jsonable_encoder
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(status_code=409, content={"error": str(exc)})
+    errors: Any = getattr(exc, "errors", list)()
+    log.info("refused a request (422): %s", log_safe(_VALIDATION.repr(errors)))
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
+def _client_error(status: int, exc: Exception) -> Any:
+    from fastapi.responses import JSONResponse
+
+    log.info("refused a request (%d): %s", status, log_safe(str(exc)))
+    return JSONResponse(status_code=status, content={"error": str(exc)})
 
 
 async def invalid_input_handler(_request: Any, exc: Exception) -> Any:

@@ -7,7 +7,10 @@ v2: POST /v2/models/<name>/infer     {"id": "...", "inputs": [{"name": "num_0", 
 
 Every problem is an InvalidInput (HTTP 400) that names the field: a missing or unknown
 field, a value of the wrong type, a non-finite number, too many rows, a request id that
-breaks the id rule. null is a missing value, which the model's imputers handle. KServe logs
+breaks the id rule. null is a missing value, which the model's imputers handle; in a v2
+FP16/FP32/FP64 tensor NaN is one too (what a numpy client, binary or JSON, can send).
+A v2 request may name the outputs it wants ("outputs") and ask for them in binary
+("binary_data_output", or "binary_data" per output). KServe logs
 each message, so whatever a message quotes from the request is escaped and shortened.
 
 Row ids key the prediction log: with a log, RecentIds refuses one seen lately (HTTP 409).
@@ -47,6 +50,18 @@ V2_NUMBER = {
     "UINT64",
 }
 
+V2_FLOAT = {"FP16", "FP32", "FP64"}
+V2_OUTPUTS = ("predictions", "scores", "ids")
+# The v2 datatype each MLflow column type is described with in the model's metadata.
+V2_DATATYPE = {
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "string": "BYTES",
+    "boolean": "BOOL",
+}
+
 # The v2 datatypes a column of each MLflow type takes, and what a message calls them.
 _V2_NUMBER_HINT = (V2_NUMBER, "a number (FP64, FP32, INT64, ...)")
 _V2_EXPECTED: dict[str, tuple[set[str], str]] = {
@@ -69,6 +84,8 @@ class Batch:
     protocol: str
     request_id: str
     kinds: tuple[tuple[str, str], ...]  # (feature, MLflow type), the signature's columns
+    outputs: tuple[tuple[str, bool], ...] | None = None  # v2: (requested output, in binary)
+    binary_outputs: bool = False  # v2: every output in binary, unless outputs are named
 
     @property
     def rows(self) -> int:
@@ -229,6 +246,8 @@ def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
             )
         if kind == "string":
             values = [v.decode() if isinstance(v, bytes) else v for v in values]
+        elif datatype in V2_FLOAT:  # NaN: a missing value, as numpy clients send one
+            values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
         columns[name] = [
             _check_value(f'inputs["{name}"][{i}]', kind, v) for i, v in enumerate(values)
         ]
@@ -241,7 +260,29 @@ def parse_v2(request: Any, signature: Signature, max_rows: int) -> Batch:
         (request.parameters or {}).get("ids") if isinstance(request.parameters, dict) else None
     )
     base, ids = _ids('"id"', request.id, row_ids, rows)
-    return Batch(columns, ids, "v2", base, signature.columns)
+    parameters = request.parameters if isinstance(request.parameters, dict) else {}
+    binary = parameters.get("binary_data_output", False) is True
+    outputs = _requested_outputs(request.request_outputs, binary)
+    return Batch(columns, ids, "v2", base, signature.columns, outputs, binary)
+
+
+def _requested_outputs(requested: Any, binary: bool) -> tuple[tuple[str, bool], ...] | None:
+    """The outputs a v2 request names, each with whether it goes in binary; None: all."""
+    if not requested:
+        return None
+    chosen: list[tuple[str, bool]] = []
+    for i, output in enumerate(requested):
+        name = output.name
+        if name not in V2_OUTPUTS:
+            raise InvalidInput(
+                f"outputs[{i}]: unknown output {shown(str(name))} "
+                f"(the model gives: {', '.join(V2_OUTPUTS)})"
+            )
+        if any(name == known for known, _ in chosen):
+            raise InvalidInput(f"outputs[{i}]: output {shown(name)} is requested more than once")
+        parameters = output.parameters if isinstance(output.parameters, dict) else {}
+        chosen.append((name, parameters.get("binary_data", binary) is True))
+    return tuple(chosen)
 
 
 class DuplicateRequestId(Exception):
@@ -327,15 +368,50 @@ def v1_response(name: str, loaded: Loaded, batch: Batch, result: Result) -> dict
     }
 
 
+def prediction_datatype(loaded: Loaded) -> str:
+    """The v2 datatype of the "predictions" output: the class labels' type, or FP64."""
+    if loaded.task == "regression":
+        return "FP64"
+    return _labels_datatype(loaded.classes) or "BYTES"
+
+
+def _labels_datatype(labels: Sequence[Any]) -> str | None:
+    if not labels or not all(
+        isinstance(p, int | float | np.integer | np.floating) and not isinstance(p, bool | np.bool_)
+        for p in labels
+    ):
+        return None
+    return "INT64" if all(isinstance(p, int | np.integer) for p in labels) else "FP64"
+
+
+def v2_metadata(name: str, loaded: Loaded) -> dict[str, Any]:
+    """The v2 model metadata: inputs from the signature (one value per row), outputs."""
+    rows = [-1]
+    return {
+        "name": name,
+        "versions": [loaded.version],
+        "platform": "ctpipe_sklearn",
+        "inputs": [
+            {"name": column, "datatype": V2_DATATYPE.get(kind, "BYTES"), "shape": rows}
+            for column, kind in loaded.signature.columns
+        ],
+        "outputs": [
+            {"name": "predictions", "datatype": prediction_datatype(loaded), "shape": rows},
+            {"name": "scores", "datatype": "FP64", "shape": rows},
+            {"name": "ids", "datatype": "BYTES", "shape": rows},
+        ],
+    }
+
+
 def v2_response(name: str, loaded: Loaded, batch: Batch, result: Result) -> Any:
     from kserve import InferOutput, InferResponse
+    from kserve.protocol.infer_type import RequestedOutput
 
     rows = batch.rows
-    if loaded.task == "regression" or all(
-        isinstance(p, int | float) and not isinstance(p, bool) for p in result.predictions
-    ):
-        integral = all(isinstance(p, int) for p in result.predictions)
-        kind = "INT64" if integral else "FP64"
+    kind = "FP64" if loaded.task == "regression" else _labels_datatype(result.predictions)
+    if kind is not None:
+        if kind == "INT64" and not all(isinstance(p, int) for p in result.predictions):
+            kind = "FP64"
         predictions = InferOutput("predictions", [rows], kind, result.predictions)
     else:
         predictions = InferOutput(
@@ -346,4 +422,14 @@ def v2_response(name: str, loaded: Loaded, batch: Batch, result: Result) -> Any:
         InferOutput("scores", [rows], "FP64", result.scores),
         InferOutput("ids", [rows], "BYTES", batch.ids),
     ]
-    return InferResponse(batch.request_id, name, outputs, model_version=loaded.version)
+    requested = None
+    if batch.outputs is not None:
+        requested = [RequestedOutput(n, {"binary_data": b}) for n, b in batch.outputs]
+    return InferResponse(
+        batch.request_id,
+        name,
+        outputs,
+        model_version=loaded.version,
+        use_binary_outputs=batch.binary_outputs,
+        requested_outputs=requested,
+    )

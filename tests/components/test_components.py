@@ -158,8 +158,13 @@ def test_drift_report_without_a_champion_says_so(staged, tmp_path: Path) -> None
             report=report,
         )
 
+    # A first run: the page is the new data's own profile, headed as such.
     assert "no champion yet" in report_on(None, "no champion yet")
-    assert "No champion yet" in Path(report.path).read_text()
+    first = Path(report.path).read_text()
+    assert "No drift report" not in first
+    assert "<title>ctpipe data profile: " in first
+    assert "first run: no champion to compare against" in first
+    assert "none yet (no champion)" in first and "num_0" in first
     # A champion whose sample could not be fetched: a warning and a page saying why.
     summary = report_on("3", "no reference data in run 42")
     assert summary == "warning: no drift report (no reference data in run 42)"
@@ -354,6 +359,11 @@ def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
     assert "champion v1" in summary
     html = Path(page.path).read_text()
     assert "<html" in html.lower() and "num_0" in html
+    model = staged["config"]["model_name"]
+    assert f"<title>ctpipe drift report: {model} v1</title>" in html
+    assert "v1 (the champion compared against)" in html
+    assert "the new data this run trains on; " in html
+    assert "not checked" in html  # the pipeline step runs no drift check of its own
 
     # Fail closed: a champion that cannot score the test slice (its stored pickle no longer
     # matches its SHA-256) stops the evaluation; it is never a thresholds-only pass.

@@ -177,6 +177,15 @@ ERROR_TEXT = (
     "More than 5% of inference requests answered with a server error for 10 minutes. Check "
     "the predictor's log; roll back with the deploy step if a new champion is at fault."
 )
+LOG_FAILING_TEXT = (
+    "Flushes of the prediction log have failed in a row for 5 minutes; the monitor sees no "
+    "traffic that is not written. Check the object store and the predictor's credentials."
+)
+LOST_TEXT = (
+    "The predictor's memory buffer and its local journal were both full or failing, so "
+    "acknowledged rows were dropped. Check the object store, the journal volume and the "
+    "predictor's log."
+)
 # Synthetic series (one sample a minute) that must fire each alert, next to series that must
 # not, as Prometheus itself evaluates them: promtool's rule unit tests. The expected
 # annotations check that the templates render.
@@ -189,7 +198,7 @@ RULE_TESTS: list[dict[str, Any]] = [
                 "values": "0x29 1x120",
             },
             {
-                "series": 'ctpipe_monitor_drift_share{job="ctpipe-monitor",model="m"}',
+                "series": 'ctpipe_monitor_drifted_features_ratio{job="ctpipe-monitor",model="m"}',
                 "values": "0.1x29 0.5x120",
             },
             {
@@ -332,6 +341,69 @@ RULE_TESTS: list[dict[str, Any]] = [
                     }
                 ],
             }
+        ],
+    },
+]
+
+
+RULE_TESTS += [
+    {
+        "interval": "1m",
+        "input_series": [
+            # One failed flush at minute 10, retried in time; then failing from minute 22 to 42.
+            {
+                "series": 'ctpipe_predictor_log_consecutive_failed_flushes{model="m"}',
+                "values": "0x9 1 0x10 1x20 0x20",
+            },
+            {
+                "series": 'ctpipe_predictor_log_consecutive_failed_flushes{model="ok"}',
+                "values": "0x60",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "13m", "alertname": "CtpipePredictionLogFailing", "exp_alerts": []},
+            {
+                "eval_time": "30m",
+                "alertname": "CtpipePredictionLogFailing",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "warning"},
+                        "exp_annotations": {
+                            "summary": "m: the prediction log cannot be written",
+                            "description": LOG_FAILING_TEXT,
+                        },
+                    }
+                ],
+            },
+            {"eval_time": "50m", "alertname": "CtpipePredictionLogFailing", "exp_alerts": []},
+        ],
+    },
+    {
+        "interval": "1m",
+        "input_series": [
+            # A row lost a minute from minute 30; "ok" restarted with rows a torn journal lost
+            # before these series start, and loses none after.
+            {
+                "series": 'ctpipe_predictor_log_lost_rows_total{model="m"}',
+                "values": "0x29 0+1x30",
+            },
+            {"series": 'ctpipe_predictor_log_lost_rows_total{model="ok"}', "values": "3x60"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "25m", "alertname": "CtpipePredictionLogLostRows", "exp_alerts": []},
+            {
+                "eval_time": "55m",
+                "alertname": "CtpipePredictionLogLostRows",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "critical"},
+                        "exp_annotations": {
+                            "summary": "m: the prediction log lost 15 acknowledged rows in 15m",
+                            "description": LOST_TEXT,
+                        },
+                    }
+                ],
+            },
         ],
     },
 ]

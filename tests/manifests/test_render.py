@@ -126,8 +126,28 @@ def test_prometheus_operator_objects_are_checked_against_their_crds() -> None:
     assert {d["kind"] for d in monitoring} == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
     for doc in monitoring:
         validate_custom(doc)
-    (pod_monitor,) = find(docs, "PodMonitor")
-    bad = copy.deepcopy(pod_monitor)
-    bad["spec"]["podMetricsEndpoints"][0]["intervall"] = "30s"
+
+
+@pytest.mark.parametrize(
+    ("kind", "mangle"),
+    [
+        ("PodMonitor", lambda d: d["spec"]["podMetricsEndpoints"][0].update(intervall="30s")),
+        ("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(honourLabels=True)),
+        ("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(honorLabels="yes")),
+        ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].update(fore="1h")),
+        ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].pop("expr")),
+    ],
+    ids=[
+        "podmonitor-field",
+        "servicemonitor-field",
+        "servicemonitor-type",
+        "rule-field",
+        "rule-no-expr",
+    ],
+)
+def test_the_prometheus_operator_check_rejects_bad_objects(kind: str, mangle: object) -> None:
+    (doc,) = find(overlay("gpu-cloud"), kind)
+    bad = copy.deepcopy(doc)
+    mangle(bad)  # type: ignore[operator]
     with pytest.raises(jsonschema.ValidationError):
         validate_custom(bad)

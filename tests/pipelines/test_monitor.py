@@ -140,7 +140,7 @@ def test_drift_submits_one_run_then_holds_back(fresh: Config, pushgateway: str) 
         'ctpipe_monitor_decision{action="submit",instance="",job="ctpipe-monitor",model="test-model"} 1'
         in text
     )
-    assert "ctpipe_monitor_drift_share{" in text
+    assert "ctpipe_monitor_drifted_features_ratio{" in text
 
     # Safe to rerun: within the cooldown the same drift is held back, nothing is submitted.
     again = run_monitor(
