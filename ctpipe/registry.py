@@ -645,6 +645,15 @@ def log_and_register(
     return run.info.run_id, version
 
 
+def fit_record(ref: ModelRef) -> dict[str, Any]:
+    """What a registered version learned from (TAG_FIT: rows, start, end; {} if unrecorded)."""
+    try:
+        record = json.loads(ref.tags.get(TAG_FIT) or "{}")
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 @dataclass(frozen=True)
 class DatasetInput:
     """The data a run trained on, as an MLflow dataset input (run.inputs.dataset_inputs):

@@ -210,8 +210,9 @@ def drift_report(
             )
             Path(report_out).write_text(html)
             return "no champion yet: the drift report is the new data's own profile"
-        reference = report.Window(
-            f"champion v{champion.version}'s training sample (kept when it was trained)",
+        reference = report.Window.fitted(
+            f"champion v{champion.version}'s training data (a sample kept when it was trained)",
+            champion.fit,
             report.sample_rows(champion.sample),
         )
         html = report.page(
@@ -634,7 +635,7 @@ def _snapshot_champion(config: Config, champion: ModelRef | None, out: str) -> N
     except Exception as exc:
         profile.write_snapshot(out, champion.version, None, str(exc))
         return
-    profile.write_snapshot(out, champion.version, files.sample)
+    profile.write_snapshot(out, champion.version, files.sample, fit=registry.fit_record(champion))
 
 
 def register(

@@ -281,3 +281,24 @@ def simulate_cli(cwd: Path, *args: str, timeout: int = 900) -> subprocess.Comple
         timeout=timeout,
         cwd=cwd,
     )
+
+
+@pytest.fixture
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`; .ci/run installs it)")
+    return found
+
+
+def check_metrics(promtool: str, exposition: str) -> None:
+    """`promtool check metrics` on a scrape: names, types and help by the conventions."""
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"promtool check metrics:\n{result.stdout}{result.stderr}"

@@ -598,10 +598,15 @@ class ChampionSnapshot:
     version: str | None
     sample: Path | None
     note: str = ""
+    fit: dict[str, Any] = dataclasses.field(default_factory=dict)  # what it learned from
 
 
 def write_snapshot(
-    out_dir: str | Path, version: str | None, sample_file: Path | None, note: str = ""
+    out_dir: str | Path,
+    version: str | None,
+    sample_file: Path | None,
+    note: str = "",
+    fit: dict[str, Any] | None = None,
 ) -> None:
     import shutil
 
@@ -610,7 +615,9 @@ def write_snapshot(
     if sample_file is not None:
         shutil.copyfile(sample_file, out / SAMPLE_FILE)
     (out / CHAMPION_FILE).write_text(
-        json.dumps({"version": version, "sample": sample_file is not None, "note": note})
+        json.dumps(
+            {"version": version, "sample": sample_file is not None, "note": note, "fit": fit or {}}
+        )
     )
 
 
@@ -618,4 +625,6 @@ def read_snapshot(out_dir: str | Path) -> ChampionSnapshot:
     out = Path(out_dir)
     record = json.loads((out / CHAMPION_FILE).read_text())
     sample = out / SAMPLE_FILE if record.get("sample") else None
-    return ChampionSnapshot(record.get("version"), sample, record.get("note", ""))
+    return ChampionSnapshot(
+        record.get("version"), sample, record.get("note", ""), record.get("fit") or {}
+    )

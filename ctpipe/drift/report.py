@@ -54,6 +54,16 @@ class Window:
         start, end = time_range(table, time_column)
         return cls(name, table.num_rows, start, end)
 
+    @classmethod
+    def fitted(cls, name: str, fit: Mapping[str, Any], rows: int | None = None) -> Window:
+        """The rows a model learned from, as its fit record says (rows, start, end)."""
+        return cls(
+            name,
+            int(fit.get("rows") or 0) or rows,
+            _moment(fit.get("start")),
+            _moment(fit.get("end")),
+        )
+
     def span(self) -> str:
         if self.start is None or self.end is None:
             return "time range not recorded"
@@ -316,6 +326,16 @@ def _datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
     return datetime(value.year, value.month, value.day)  # a date
+
+
+def _moment(text: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the fit record's times are UTC
+    return moment
 
 
 def _when(value: datetime) -> str:

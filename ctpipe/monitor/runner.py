@@ -1039,9 +1039,10 @@ def _html_report(
         context = pages.PageContext(
             config.model_name,
             champion.version,
-            pages.Window(
-                f"champion v{champion.version}'s training data ({trained:,} rows), "
+            pages.Window.fitted(
+                f"champion v{champion.version}'s training data ({trained:,} rows profiled), "
                 "a sample kept when it was trained",
+                registry.fit_record(champion),
                 pages.sample_rows(files.sample),
             ),
             pages.Window.of(

@@ -362,6 +362,7 @@ def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
     model = staged["config"]["model_name"]
     assert f"<title>ctpipe drift report: {model} v1</title>" in html
     assert "v1 (the champion compared against)" in html
+    assert "time range not recorded" not in html  # both windows dated: v1's fit record
     assert "the new data this run trains on; " in html
     assert "not checked" in html  # the pipeline step runs no drift check of its own
 

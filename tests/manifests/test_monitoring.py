@@ -8,12 +8,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from ctpipe.monitor import metrics as monitor_metrics
 from ctpipe.serving import metrics as serving
-from tests.manifests.conftest import MANIFESTS, Doc, one, overlay, tool
+from tests.manifests.conftest import MANIFESTS, Doc, one, overlay
 
 METRIC = re.compile(r"\bctpipe_[a-z0-9_]+")
 DASHBOARD = MANIFESTS / "components/monitoring/ctpipe-dashboard.json"
@@ -106,14 +105,6 @@ def test_monitors_select_what_ctpipe_runs() -> None:
     env = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
     url = {e["name"]: e.get("value") for e in env}[monitor_metrics.PUSHGATEWAY_ENV]
     assert url == "http://ctpipe-pushgateway.ctpipe.svc.cluster.local:9091"
-
-
-@pytest.fixture
-def promtool() -> str:
-    found = tool("promtool")
-    if found is None:
-        pytest.skip("promtool not installed (Debian package `prometheus`; .ci/run installs it)")
-    return found
 
 
 def run(promtool: str, *args: str, cwd: Path) -> None:

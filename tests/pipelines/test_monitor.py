@@ -30,7 +30,7 @@ from ctpipe.monitor.state import MonitorStore
 from ctpipe.monitor.submit import RunOutcome, RunRef
 from ctpipe.pipelines.local import run_local
 from ctpipe.pipelines.submit import LocalSubmitter
-from tests.conftest import make_config
+from tests.conftest import check_metrics, make_config
 
 pytestmark = pytest.mark.pipeline
 
@@ -118,7 +118,9 @@ def test_quiet_traffic_needs_no_action(fresh: Config) -> None:
     }  # fmt: skip
 
 
-def test_drift_submits_one_run_then_holds_back(fresh: Config, pushgateway: str) -> None:
+def test_drift_submits_one_run_then_holds_back(
+    fresh: Config, pushgateway: str, promtool: str
+) -> None:
     batch = _stream(22, 800, shifted=True, start_days=200)
     _serve(fresh, batch, "1")
     outcome = run_monitor(fresh, LocalSubmitter(), now=_now(batch), pushgateway=pushgateway)
@@ -141,6 +143,7 @@ def test_drift_submits_one_run_then_holds_back(fresh: Config, pushgateway: str) 
         in text
     )
     assert "ctpipe_monitor_drifted_features_ratio{" in text
+    check_metrics(promtool, text)  # after a real monitor run, as Prometheus would scrape it
 
     # Safe to rerun: within the cooldown the same drift is held back, nothing is submitted.
     again = run_monitor(

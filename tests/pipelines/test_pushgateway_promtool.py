@@ -10,16 +10,12 @@ the Pushgateway's own metrics included: they pass too, so nothing is filtered ou
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ctpipe.monitor import metrics
-
-PROMTOOL_APT = "apt-get install -y prometheus"  # Debian's package ships /usr/bin/promtool
+from tests.conftest import check_metrics
 
 # Every family a monitor run pushes: all gauges.
 FAMILIES = {
@@ -35,16 +31,6 @@ FAMILIES = {
     metrics.FAILED_RUNS,
     metrics.SCHEMA_PENDING,
 }
-
-
-@pytest.fixture
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        reason = f"promtool not installed; install it with: {PROMTOOL_APT}"
-        print(reason)
-        pytest.skip(reason)
-    return found
 
 
 def test_the_pushgateway_exposition_passes_promtool(pushgateway: str, promtool: str) -> None:
@@ -68,15 +54,7 @@ def test_the_pushgateway_exposition_passes_promtool(pushgateway: str, promtool: 
 
     with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=10) as response:
         text = response.read().decode()
-    checked = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert checked.returncode == 0, f"promtool check metrics:\n{checked.stdout}{checked.stderr}"
+    check_metrics(promtool, text)
 
     # Every family the monitor pushes reached the gateway as a documented gauge.
     ours = {

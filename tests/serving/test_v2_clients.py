@@ -214,13 +214,14 @@ def raw_post(server: Server, body: bytes, header_length: int) -> tuple[int, dict
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("count", [1, 6])
 def test_kserve_inference_rest_client(
-    v2_server: Server, served_config: Config, binary: bool
+    v2_server: Server, served_config: Config, binary: bool, count: int
 ) -> None:
     from kserve import InferInput, InferRequest
     from kserve.inference_client import InferenceRESTClient, RESTConfig
 
-    batch = rows(6, seed=31)
+    batch = rows(count, seed=31)
     inputs = []
     for name in FEATURES:
         if name in TEXT:
@@ -233,11 +234,13 @@ def test_kserve_inference_rest_client(
             values = [math.nan if r[name] is None else r[name] for r in batch]
             tensor.set_data_from_numpy(np.array(values, dtype=np.float64), binary_data=binary)
         inputs.append(tensor)
-    request = InferRequest(v2_server.model, inputs, request_id=f"ks-{binary}")
+    request = InferRequest(v2_server.model, inputs, request_id=f"ks-{binary}-{count}")
 
     async def go() -> Any:
         client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=v2_server.timeout))
         try:
+            assert await client.is_server_live(v2_server.url)
+            assert await client.is_server_ready(v2_server.url)
             assert await client.is_model_ready(v2_server.url, v2_server.model)
             return await client.infer(v2_server.url, request, model_name=v2_server.model)
         finally:

@@ -202,3 +202,14 @@ def test_the_policy_comparison_has_a_legend_entry_per_marker_kind(tmp_path: Path
         assert isinstance(axis.xaxis.get_major_formatter(), mdates.ConciseDateFormatter)
     finally:
         plt.close(fig)
+
+
+def test_a_reference_window_is_dated_by_the_champions_fit_record() -> None:
+    from ctpipe.drift import report
+
+    fit = {"rows": 1200, "start": "2026-03-01T00:00:00", "end": "2026-03-31T12:00:00+00:00"}
+    window = report.Window.fitted("champion v3's training data", fit, rows=500)
+    assert window.rows == 1200 and window.start is not None and window.end is not None
+    assert window.start.tzinfo is not None and "2026-03-01" in window.span()
+    unrecorded = report.Window.fitted("champion v1's training data", {}, rows=500)
+    assert unrecorded.rows == 500 and unrecorded.span() == "time range not recorded"
