@@ -19,18 +19,29 @@ back to back (single-stream): runs of in-process predicts and runs of requests, 
 turns. That figure swings between runs with how fast the model itself computes in the
 server's process.
 
+Shadow overhead: a second version of the same kind of model is named `challenger`, and two
+predictors (both logging) take turns under the same single-row load from one client: the
+champion alone (--shadow-model-uri none) and the champion with the challenger in shadow
+(the default). It compares their p50 latency, and their process CPU time per request
+beyond what the shadow model's own predict costs (measured in-process on batches of the
+size the shadow worker scores: it gathers what arrives over its linger time into one call).
+
 Targets: single-row p50 overhead <= 2 ms over in-process predict; logging costs <= 10%
-of throughput.
+of throughput; shadow adds <= 10% to the champion's p50 latency, and <= 10% to its CPU
+time per request beyond the shadow model's own predict.
 
     python bench/serving.py [--clients 4] [--seconds 2] [--rounds 8] [--single 600]
+                            [--shadow-requests 400] [--shadow-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import itertools
 import json
+import math
 import os
 import socket
 import subprocess
@@ -51,6 +62,8 @@ from ctpipe.pipelines.in_process import run_in_process
 
 OVERHEAD_TARGET_MS = 2.0
 LOGGING_TARGET = 0.10
+SHADOW_LATENCY_TARGET = 1.10  # p50 with shadow / p50 alone
+SHADOW_CPU_TARGET = 0.10  # CPU per request beyond the shadow's own predict, over alone
 
 
 def train(work: Path) -> Any:
@@ -64,12 +77,35 @@ def train(work: Path) -> Any:
     return config
 
 
-def start(config: Any, port: int, log_dir: Path | None) -> subprocess.Popen[bytes]:
+def train_challenger(config: Any, work: Path) -> str:
+    """A second version of the same kind (another seed) named `challenger`; the first
+    version stays the champion, whatever registration named the second."""
+    champion = registry.champion(config)
+    assert champion is not None, "no champion to shadow"
+    synthetic_settings = dataclasses.replace(
+        config.data.synthetic, seed=config.data.synthetic.seed + 1
+    )
+    second = config.replace(data=dataclasses.replace(config.data, synthetic=synthetic_settings))
+    run = run_in_process(second, work / "run-challenger", infra=False)
+    if run.registration is None:
+        raise SystemExit(f"the challenger was not registered: {run.evaluation.summary()}")
+    version = run.registration.version
+    client = registry.client(config)
+    client.set_registered_model_alias(config.model_name, registry.CHAMPION, champion.version)
+    client.set_registered_model_alias(config.model_name, "challenger", version)
+    return str(version)
+
+
+def start(
+    config: Any, port: int, log_dir: Path | None, *, shadow: bool = False
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "ctpipe.serving", "--model_name", config.model_name, "--http_port", str(port),
         "--host", "127.0.0.1", "--enable_grpc", "false", "--reload-seconds", "0",
         "--enable_latency_logging", "false",
     ]  # fmt: skip
+    if not shadow:
+        command += ["--shadow-model-uri", "none"]
     if log_dir is not None:
         command += ["--predictions-uri", str(log_dir)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry.tracking_uri(config.state_dir)}
@@ -255,6 +291,167 @@ def start_floor(port: int, spin_ms: float) -> subprocess.Popen[bytes]:
     return process
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU the process has used, all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scraped(port: int, family: str, model: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    for found in text_string_to_metric_families(text):
+        for sample in found.samples:
+            if sample.name == family and sample.labels.get("model") == model:
+                return float(sample.value)
+    return float("nan")
+
+
+@dataclasses.dataclass
+class Phases:
+    """One server's share of the shadow measurement, summed over its phases."""
+
+    latencies: list[np.ndarray] = dataclasses.field(default_factory=list)
+    cpu: float = 0.0
+    wall: float = 0.0
+    requests: int = 0
+
+    def add(self, times: np.ndarray, cpu: float, wall: float) -> None:
+        self.latencies.append(times)
+        self.cpu += cpu
+        self.wall += wall
+        self.requests += len(times)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(np.concatenate(self.latencies), q))
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu / self.requests
+
+
+def shadow_phase(
+    process: subprocess.Popen[bytes], port: int, path: str, bodies: list[bytes], count: int
+) -> tuple[np.ndarray, float, float]:
+    """`count` single-row requests from one lean client, back to back: (latencies ms, the
+    server's CPU seconds, wall seconds). The CPU is read once the shadow's queue has
+    drained (it lingers before scoring), so its work lands in the phase that caused it."""
+    from ctpipe.serving.shadow import LINGER_SECONDS
+
+    client = LeanClient(port)
+    rows = itertools.count()
+    before = process_cpu(process.pid)
+    started = time.perf_counter()
+    times = timed(lambda: client.post(path, bodies[next(rows) % len(bodies)]), count)
+    wall = time.perf_counter() - started
+    client.close()
+    time.sleep(3 * LINGER_SECONDS + 0.05)
+    return np.asarray(times), process_cpu(process.pid) - before, wall
+
+
+def shadow_overhead(
+    config: Any, work: Path, frame: Any, single: list[bytes], rounds: int, per_phase: int
+) -> None:
+    """Champion alone vs champion + shadow, taking turns (ABBA) under one client's
+    single-row load; prints the figures against the shadow targets."""
+    from ctpipe.serving import metrics
+    from ctpipe.serving.shadow import BATCH_ROWS, LINGER_SECONDS
+
+    print("training a challenger of the same kind for the shadow measurement ...", flush=True)
+    version = train_challenger(config, work)
+    shadow_model = registry.load_model(
+        registry.version_ref(registry.client(config), config.model_name, version)
+    )
+    sides = {}
+    try:
+        for name, shadow in (("alone", False), ("shadow", True)):
+            port = free_port()
+            sides[name] = (port, start(config, port, work / f"log-{name}", shadow=shadow))
+        path = f"/v1/models/{config.model_name}:predict"
+        print(
+            f"shadow overhead: one client, single rows, {rounds} rounds x {per_phase} requests "
+            "per side, the champion alone and with the challenger in shadow taking turns ...",
+            flush=True,
+        )
+        for port, process in sides.values():
+            shadow_phase(process, port, path, single, min(per_phase, 100))  # warm up
+        measured = {name: Phases() for name in sides}
+        for round_ in range(rounds):
+            for name, (port, process) in alternate(list(sides.items()), round_):
+                measured[name].add(*shadow_phase(process, port, path, single, per_phase))
+        shadow_port = sides["shadow"][0]
+        scored, dropped, failed = (
+            scraped(shadow_port, family, config.model_name)
+            for family in (metrics.SHADOW_ROWS, metrics.SHADOW_DROPPED, metrics.SHADOW_FAILED)
+        )
+    finally:
+        for _, process in sides.values():
+            process.terminate()
+            process.wait(timeout=60)
+
+    alone, shadowed = measured["alone"], measured["shadow"]
+    # The shadow model's own predict, as the worker calls it: what arrives over its linger
+    # time, in one call.
+    rate = shadowed.requests / shadowed.wall
+    per_call = max(1, min(BATCH_ROWS, round(rate * LINGER_SECONDS), len(frame)))
+    rows = frame.head(per_call)
+    calls = max(20, math.ceil(3000 / per_call))
+    shadow_model.predict_proba(rows)
+    started = time.process_time()
+    for _ in range(calls):
+        shadow_model.predict_proba(rows)
+    own_ms = 1000 * (time.process_time() - started) / (calls * per_call)
+    one = frame.head(1)
+    started = time.process_time()
+    for _ in range(300):
+        shadow_model.predict_proba(one)
+    single_ms = 1000 * (time.process_time() - started) / 300
+
+    p50_alone, p50_shadow = alone.percentile(50), shadowed.percentile(50)
+    p99_alone, p99_shadow = alone.percentile(99), shadowed.percentile(99)
+    latency_ratio = p50_shadow / p50_alone
+    beyond = shadowed.cpu_ms - alone.cpu_ms - own_ms
+    cpu_share = beyond / alone.cpu_ms
+    print(
+        f"\nshadow overhead, single rows, one client ({shadowed.requests} requests per side, "
+        f"{rate:.0f} requests/s with shadow; challenger v{version} in shadow):"
+    )
+    print(
+        f"  shadow scored {scored:.0f} rows, dropped {dropped:.0f}, failed {failed:.0f} "
+        f"(of {shadowed.requests + min(per_phase, 100)} requests)"
+    )
+    print(
+        f"  p50 latency: alone {p50_alone:.2f} ms, with shadow {p50_shadow:.2f} ms: ratio "
+        f"{latency_ratio:.3f} {_verdict(latency_ratio <= SHADOW_LATENCY_TARGET, f'<= {SHADOW_LATENCY_TARGET:.2f}')}"
+        f"; p99 {p99_alone:.2f} vs {p99_shadow:.2f} ms (for information)"
+    )
+    print(
+        f"  server CPU per request: alone {alone.cpu_ms:.3f} ms, with shadow {shadowed.cpu_ms:.3f} ms; "
+        f"the shadow model's own predict {own_ms:.3f} ms a row in calls of ~{per_call} rows "
+        f"(a single row alone: {single_ms:.3f} ms)"
+    )
+    print(
+        f"  CPU beyond the shadow's own predict: {beyond:+.3f} ms a request, {cpu_share:+.1%} of "
+        f"the champion's {_verdict(cpu_share <= SHADOW_CPU_TARGET, f'<= {SHADOW_CPU_TARGET:.0%}')}"
+    )
+    if not scored or math.isnan(scored):
+        print("  FAIL: the shadow scored nothing; the measurement does not show its cost")
+
+
+def _verdict(ok: bool, target: str) -> str:
+    return f"(PASS: meets the target {target})" if ok else f"(FAIL: MISSES the target {target})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -264,6 +461,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="phases per side, interleaved")
     parser.add_argument(
         "--single", type=int, default=600, help="single-row requests per side and measure"
+    )
+    parser.add_argument(
+        "--shadow-requests",
+        type=int,
+        default=400,
+        help="single-row requests per side and round of the shadow measurement",
+    )
+    parser.add_argument(
+        "--shadow-only", action="store_true", help="only the shadow overhead measurement"
     )
     parser.add_argument(
         "--floor-server", nargs=2, metavar=("PORT", "SPIN_MS"), help=argparse.SUPPRESS
@@ -290,6 +496,9 @@ def main() -> None:
         json.dumps({"instances": [row]}, allow_nan=False).encode()
         for row in records.to_dict("records")
     ]
+    if args.shadow_only:
+        shadow_overhead(config, work, frame, single, args.rounds, args.shadow_requests)
+        return
     batches = [
         json.dumps(v2_request(frame.iloc[i : i + 100], f"b{i}")).encode()
         for i in range(0, 1000, 100)
@@ -400,6 +609,7 @@ def main() -> None:
         print(
             f"logging cost, {kind}: {cost:+.1%} of throughput ({verdict} the target <= {LOGGING_TARGET:.0%})"
         )
+    shadow_overhead(config, work, frame, single, args.rounds, args.shadow_requests)
 
 
 if __name__ == "__main__":

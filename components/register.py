@@ -1,4 +1,4 @@
-"""register: log the blessed challenger to MLflow and make it the champion."""
+"""register: log the blessed challenger to MLflow and name it challenger (or champion)."""
 
 from typing import NamedTuple
 
@@ -20,11 +20,14 @@ def register(
     kfp_run_id: str,
     kfp_run_name: str,
     reason: str,
-) -> NamedTuple("Outputs", [("version", str), ("storage_uri", str), ("sha256", str)]):  # type: ignore[valid-type]  # KFP reads this form
+) -> NamedTuple(
+    "Outputs", [("version", str), ("storage_uri", str), ("sha256", str), ("alias", str)]
+):  # type: ignore[valid-type]  # KFP reads this form
     """Register the model directory infra validation served (`served`) as a new version,
-    with its training snapshot (`profile`, `reference`); move `champion` to it and
-    `previous` to the old one. Returns the version and where it is stored (storage_uri ""
-    when KServe cannot fetch it; the predictor then asks MLflow)."""
+    with its training snapshot (`profile`, `reference`), and name it: `challenger` under a
+    progressive rollout, else `champion` (the old one becomes `previous`). Returns the
+    version, where it is stored (storage_uri "" when KServe cannot fetch it; the predictor
+    then asks MLflow) and the alias it got."""
     from collections import namedtuple
 
     from ctpipe import stages, steplog
@@ -45,5 +48,10 @@ def register(
             reason=reason,
         )
         say(registration.describe())
-        Outputs = namedtuple("Outputs", ["version", "storage_uri", "sha256"])
-        return Outputs(registration.version, registration.storage_uri or "", registration.sha256)
+        Outputs = namedtuple("Outputs", ["version", "storage_uri", "sha256", "alias"])
+        return Outputs(
+            registration.version,
+            registration.storage_uri or "",
+            registration.sha256,
+            registration.alias,
+        )

@@ -191,6 +191,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         report=not args.no_report,
         dry_run=args.dry_run,
         say=lambda line: print(f"monitor: {line}", flush=True),
+        health=_health(args.predictor_metrics),
     )
     print(outcome.summary())
     if outcome.decision.action == "blocked":  # exit 0 all the same: a CronJob would only retry
@@ -404,6 +405,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from ctpipe import registry, stages
 
     config, _ = _config(args.config)
+    if args.base:
+        return _deploy_base(args, config)
     if args.apply:
         config = config.replace(deploy=dataclasses.replace(config.deploy, apply="always"))
     version = args.version
@@ -420,6 +423,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     else:
         print(target.read_text(), end="")
     print(result.describe(), file=sys.stderr)
+    return 0
+
+
+def _deploy_base(args: argparse.Namespace, config: Config) -> int:
+    """`ctpipe deploy render --base`: the alias-following InferenceService that
+    manifests/base ships (and an overlay that changes the predictor), from the config alone."""
+    from ctpipe import deploy
+
+    if args.action != "render" or args.version or args.apply:
+        raise CtpipeError("--base goes with `render` only, without --version or --apply")
+    text = deploy.to_yaml(deploy.render_following(config), deploy.FOLLOWING_HEADER)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -447,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_command(commands, config_option)
     _serve_command(commands, config_option)
     _deploy_command(commands, config_option)
+    _rollout_command(commands, config_option)
     _demo_command(commands)
     return parser
 
@@ -607,7 +627,47 @@ def _monitor_command(commands: Any, config_option: argparse.ArgumentParser) -> N
     monitor.add_argument(
         "--verbose", action="store_true", help="show the pipeline's log when submitting locally"
     )
+    monitor.add_argument(
+        "--predictor-metrics",
+        action="append",
+        metavar="URL",
+        help="a predictor's /metrics (repeat for each revision): the canary's error rate and "
+        "latency where no Prometheus is configured (deploy.rollout.prometheus)",
+    )
     monitor.set_defaults(func=cmd_monitor)
+
+
+def _health(urls: list[str] | None) -> Any:
+    if not urls:
+        return None
+    from ctpipe.rollout.health import Scrape
+
+    return Scrape(urls)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from ctpipe.rollout import status
+
+    config = _config(args.config)[0]
+    print(status.describe(config, records=args.records))
+    return 0
+
+
+def _rollout_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
+    rollout = commands.add_parser(
+        "rollout",
+        parents=[config_option],
+        help="show where the challenger is on its way to champion",
+        description="status: the aliases (champion, challenger, previous), the rollout's phase "
+        "(shadow, canary, promoted, rolled_back) and traffic share, the latest live evidence, "
+        "what the next monitor visit decides on, and the latest alias moves with who made them "
+        "and why. The monitor (ctpipe monitor, a CronJob in a cluster) advances the rollout.",
+    )
+    rollout.add_argument("action", choices=("status",))
+    rollout.add_argument(
+        "--records", type=int, default=5, help="how many recent decisions and alias moves to show"
+    )
+    rollout.set_defaults(func=cmd_rollout)
 
 
 def _log_command(commands: Any, config_option: argparse.ArgumentParser) -> None:
@@ -737,6 +797,12 @@ def _deploy_command(commands: Any, config_option: argparse.ArgumentParser) -> No
     dep.add_argument("--output", help="write the manifest here instead of printing it")
     dep.add_argument(
         "--apply", action="store_true", help="apply even outside a cluster (uses your kubeconfig)"
+    )
+    dep.add_argument(
+        "--base",
+        action="store_true",
+        help="render: the alias-following InferenceService of manifests/base (serves @champion, "
+        "shadows @challenger), from the config alone; no registry, never applied",
     )
     dep.set_defaults(func=cmd_deploy)
 

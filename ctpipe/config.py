@@ -315,6 +315,30 @@ class Monitor:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """How a blessed challenger becomes the champion (the `deploy.rollout` section).
+
+    progressive: `register` names it `challenger`; the rollout controller (run by the
+    monitor) scores it in shadow, then gives it deploy.canary_traffic_percent of the
+    traffic, and moves `champion` only when live evidence clears the margin. immediate:
+    `register` makes it the champion at once (the gate's evidence alone).
+    """
+
+    # immediate until `ctpipe simulate` and the demo replay shadow and canary traffic too
+    strategy: Literal["progressive", "immediate"] = "immediate"
+    shadow: bool = True  # score the challenger beside the champion before any canary
+    min_labelled: int = 200  # labelled rows (per side) before a phase is judged
+    margin: float | None = None  # how much worse is still acceptable; default: gate.margin
+    confidence: float | None = None  # of the live interval; default: gate.confidence
+    bootstrap_samples: int = 1000
+    max_error_rate: float = 0.02  # the canary's share of failed requests
+    max_latency_ratio: float = 1.5  # the canary's p95 latency over the champion's
+    min_requests: int = 50  # requests per side before error rate and latency count
+    timeout: str = "7d"  # no verdict this long after the rollout began: rolled back
+    prometheus: str | None = None  # Prometheus URL: error rate and latency in a cluster
+
+
+@dataclass(frozen=True)
 class Deploy:
     """How the champion is served: the InferenceService, and its pre-promotion check."""
 
@@ -338,6 +362,7 @@ class Deploy:
     infra_latency_ratio: float = 1.5  # challenger p95 / champion p95, both served by the step
     infra_latency_ms: float = 1000.0  # absolute ceiling on the challenger's single-row p95
     infra_timeout_seconds: float = 120.0  # for the challenger's server to become ready
+    rollout: Rollout = field(default_factory=Rollout)
 
 
 @dataclass(frozen=True)
@@ -741,12 +766,46 @@ def _check(config: Config, source: str) -> None:
             "infra_rows, infra_latency_samples, infra_latency_ms and infra_timeout_seconds "
             "must be positive",
         )
+    _check_rollout(deploy.rollout, source)
     if deploy.infra_latency_ratio < 1:
         raise _fail(
             source,
             "deploy.infra_latency_ratio",
             f"expected a ratio of at least 1 (challenger p95 / champion p95), got {deploy.infra_latency_ratio}",
         )
+
+
+def _check_rollout(rollout: Rollout, source: str) -> None:
+    where = "deploy.rollout"
+    if rollout.min_labelled < 10 or rollout.min_requests < 1 or rollout.bootstrap_samples < 100:
+        raise _fail(
+            source,
+            where,
+            "min_labelled must be at least 10, min_requests at least 1 and "
+            "bootstrap_samples at least 100",
+        )
+    if rollout.margin is not None and not rollout.margin >= 0:
+        raise _fail(source, f"{where}.margin", f"expected 0 or more, got {rollout.margin}")
+    if rollout.confidence is not None and not 0.5 <= rollout.confidence < 1:
+        raise _fail(
+            source, f"{where}.confidence", f"expected 0.5 up to 1, got {rollout.confidence}"
+        )
+    if not 0 <= rollout.max_error_rate < 1:
+        raise _fail(
+            source,
+            f"{where}.max_error_rate",
+            f"expected a share from 0 to 1, got {rollout.max_error_rate}",
+        )
+    if not rollout.max_latency_ratio >= 1:
+        raise _fail(
+            source,
+            f"{where}.max_latency_ratio",
+            f"expected at least 1 (canary p95 / champion p95), got {rollout.max_latency_ratio}",
+        )
+    try:
+        parse_duration(rollout.timeout)
+    except ValueError as exc:
+        raise _fail(source, f"{where}.timeout", str(exc)) from None
 
 
 def _check_train(config: Config, source: str) -> None:

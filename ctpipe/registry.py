@@ -1,8 +1,11 @@
 """MLflow: where models are logged, registered, and named `champion`.
 
-The `champion` alias marks the model in production; `previous` keeps the one it
-replaced, for rollback. Only `promote` moves aliases, and it refuses when the champion
-changed since the challenger was evaluated against it.
+The `champion` alias marks the model proven in production; `previous` keeps the one it
+replaced, for rollback; `challenger` marks a blessed version on its way there (shadow,
+then canary: ctpipe.rollout). Every move goes through `move_alias`, which first writes an
+audit record (who, why, with which evidence) under <state_dir>/monitor/<model>/aliases/
+and then tags the version. `promote` refuses when the champion changed since the
+challenger was evaluated against it.
 
 Models are stored with cloudpickle, and the SHA-256 of the pickle is recorded on the
 model version at registration and checked before every load. (MLflow's skops format is
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
+CHALLENGER = "challenger"
+TAG_ALIAS = "ctpipe.alias."  # + alias: JSON of the latest move onto this version
 MODEL_ARTIFACT = "model"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
@@ -328,7 +333,16 @@ class Registration:
     storage_uri: str | None  # None: KServe cannot fetch it; the predictor asks MLflow
     sha256: str
 
+    @property
+    def alias(self) -> str:
+        return CHAMPION if self.promoted else CHALLENGER
+
     def describe(self) -> str:
+        if not self.promoted:
+            return (
+                f"registered {self.name} v{self.version}; alias {CHALLENGER!r} -> v{self.version} "
+                f"(champion v{self.previous_version} serves until the rollout promotes it)"
+            )
         before = (
             f" (previous: v{self.previous_version})"
             if self.previous_version
@@ -837,11 +851,13 @@ def register_challenger(
     profile: str,
     sample: str,
     expected_champion: str | None,
-) -> tuple[str, ModelRef, str | None]:
+) -> tuple[str, ModelRef, str | None, bool]:
     """Log and register `challenger` with its training snapshot (`profile`, `sample`; see
-    ctpipe.drift.profile), then make it the champion unless the champion moved from
-    `expected_champion` (see `promote`). Returns (run_id, the stored version, the
-    champion it replaced)."""
+    ctpipe.drift.profile), then name it: `challenger` under a progressive rollout (the
+    rollout controller decides on live traffic), `champion` under an immediate one or when
+    there is no champion yet (nothing to compare live traffic with). Nothing moves when the
+    champion moved from `expected_champion` (see `promote`). Returns (run_id, the stored
+    version, the champion it replaced or will be compared with, whether it is champion)."""
     from ctpipe.drift import profile as reference
 
     result = challenger.evaluation
@@ -862,18 +878,38 @@ def register_challenger(
         description=challenger.description(),
     )
     mlflow_client = client(config)
+    by = f"register (run {challenger.kfp_run_name or run_id})"
+    evidence = {"gate": result.summary(), "reason": challenger.reason, "mlflow_run": run_id}
+    progressive = config.deploy.rollout.strategy == "progressive"
+    previous: str | None
     try:
-        previous = promote(config, version, expected_champion, mlflow_client)
+        if progressive and expected_champion is not None:
+            name_challenger(
+                config, version, expected_champion, mlflow_client, by=by, evidence=evidence
+            )
+            previous, promoted = expected_champion, False
+        else:
+            why = "blessed by the gate" + (
+                "; the first champion" if expected_champion is None else "; rollout: immediate"
+            )
+            previous = promote(
+                config, version, expected_champion, mlflow_client, by=by, why=why, evidence=evidence
+            )
+            promoted = True
     except RegistryError as exc:
-        _describe(mlflow_client, config, version, challenger.description(f"Not promoted: {exc}"))
+        _describe(mlflow_client, config, version, challenger.description(f"Not named: {exc}"))
         raise
-    promotion = (
-        f"Promoted to {CHAMPION!r}, replacing v{previous} (now {PREVIOUS!r})."
-        if previous
-        else f"Promoted to {CHAMPION!r}: the first champion."
-    )
-    _describe(mlflow_client, config, version, challenger.description(promotion))
-    return run_id, version_ref(mlflow_client, config.model_name, version), previous
+    if not promoted:
+        note = (
+            f"Named {CHALLENGER!r}: champion v{previous} serves until the rollout (shadow, "
+            "canary) promotes this version on live traffic."
+        )
+    elif previous:
+        note = f"Promoted to {CHAMPION!r}, replacing v{previous} (now {PREVIOUS!r})."
+    else:
+        note = f"Promoted to {CHAMPION!r}: the first champion."
+    _describe(mlflow_client, config, version, challenger.description(note))
+    return run_id, version_ref(mlflow_client, config.model_name, version), previous, promoted
 
 
 def _describe(mlflow_client: Any, config: Config, version: str, text: str) -> None:
@@ -881,27 +917,166 @@ def _describe(mlflow_client: Any, config: Config, version: str, text: str) -> No
     mlflow_client.update_model_version(config.model_name, version, description=text[:5000])
 
 
-def promote(
-    config: Config, version: str, expected_champion: str | None, mlflow_client: Any = None
+# ------------------------------------------------------------------------- aliases
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of one alias: the audit record, also kept as a tag on the version."""
+
+    model: str
+    alias: str
+    version: str | None  # None: the alias was removed
+    before: str | None
+    at: str  # ISO 8601
+    by: str  # who or what moved it
+    why: str
+    evidence: dict[str, Any]
+    record: str = ""  # where the record is
+
+
+def audit_root(config: Config) -> str:
+    return storage.join(config.state_dir, "monitor", config.model_name, "aliases")
+
+
+def actor() -> str:
+    """The person or process moving an alias, when no step names itself."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user database entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def move_alias(
+    config: Config,
+    alias: str,
+    version: str | None,
+    mlflow_client: Any = None,
+    *,
+    by: str,
+    why: str,
+    evidence: dict[str, Any] | None = None,
+    now: Any = None,
+) -> AliasMove:
+    """Point `alias` at `version` (None: remove it). The audit record is written first: a
+    move that cannot be recorded does not happen."""
+    from datetime import UTC, datetime
+
+    mlflow_client = mlflow_client or client(config)
+    now = now or datetime.now(UTC)
+    current = get_alias(config, alias, mlflow_client)
+    move = AliasMove(
+        config.model_name,
+        alias,
+        version,
+        current.version if current else None,
+        now.isoformat(),
+        by,
+        why,
+        dict(evidence or {}),
+    )
+    uri = storage.write_record(audit_root(config), move.__dict__, now)
+    move = AliasMove(**{**move.__dict__, "record": uri})
+    if version is None:
+        if current is not None:
+            mlflow_client.delete_registered_model_alias(config.model_name, alias)
+    else:
+        mlflow_client.set_registered_model_alias(config.model_name, alias, version)
+    tagged = version or (current.version if current else None)
+    if tagged is not None:
+        text = json.dumps({k: v for k, v in move.__dict__.items() if k != "evidence"})
+        mlflow_client.set_model_version_tag(
+            config.model_name, tagged, f"{TAG_ALIAS}{alias}", text[:5000]
+        )
+    return move
+
+
+def alias_history(config: Config) -> list[AliasMove]:
+    """Every recorded alias move of the model, oldest first."""
+    moves = []
+    for uri in storage.list_files(audit_root(config), (".json",)):
+        raw = json.loads(storage.read_bytes(uri))
+        moves.append(AliasMove(**{**raw, "record": uri}))
+    return moves
+
+
+def name_challenger(
+    config: Config,
+    version: str,
+    expected_champion: str | None,
+    mlflow_client: Any = None,
+    *,
+    by: str,
+    evidence: dict[str, Any] | None = None,
+) -> None:
+    """Point `challenger` at a blessed `version` that was compared with `expected_champion`;
+    refuses (nothing moves) when the champion moved since."""
+    mlflow_client = mlflow_client or client(config)
+    blessed_sha256(version_ref(mlflow_client, config.model_name, version))
+    _check_champion(config, version, expected_champion, mlflow_client, "named challenger")
+    move_alias(
+        config,
+        CHALLENGER,
+        version,
+        mlflow_client,
+        by=by,
+        why=f"blessed by the gate against champion v{expected_champion}; live rollout next",
+        evidence=evidence,
+    )
+
+
+def _check_champion(
+    config: Config, version: str, expected: str | None, mlflow_client: Any, what: str
 ) -> str | None:
-    """Point `champion` at `version` and `previous` at the old champion.
+    current = champion(config, mlflow_client)
+    current_version = current.version if current else None
+    if current_version != expected:
+        raise RegistryError(
+            f"the champion of {config.model_name!r} moved from {_v(expected)} to {_v(current_version)} "
+            f"while this run evaluated against it; v{version} is registered but not {what}. "
+            "Run again to compare with the new champion."
+        )
+    return current_version
+
+
+def promote(
+    config: Config,
+    version: str,
+    expected_champion: str | None,
+    mlflow_client: Any = None,
+    *,
+    by: str | None = None,
+    why: str = "promoted",
+    evidence: dict[str, Any] | None = None,
+) -> str | None:
+    """Point `champion` at `version` and `previous` at the old champion (and drop
+    `challenger` when it named `version`).
 
     `expected_champion` is the version the challenger was compared with. If another run
     promoted something since, nothing moves: that comparison no longer holds.
     """
     mlflow_client = mlflow_client or client(config)
+    by = by or actor()
     blessed_sha256(version_ref(mlflow_client, config.model_name, version))
-    current = champion(config, mlflow_client)
-    current_version = current.version if current else None
-    if current_version != expected_champion:
-        raise RegistryError(
-            f"the champion of {config.model_name!r} moved from {_v(expected_champion)} to {_v(current_version)} "
-            f"while this run evaluated against it; v{version} is registered but not promoted. "
-            "Run again to compare with the new champion."
-        )
+    current_version = _check_champion(config, version, expected_champion, mlflow_client, "promoted")
     if current_version is not None:
-        mlflow_client.set_registered_model_alias(config.model_name, PREVIOUS, current_version)
-    mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, version)
+        move_alias(
+            config,
+            PREVIOUS,
+            current_version,
+            mlflow_client,
+            by=by,
+            why=f"replaced by v{version}: {why}",
+            evidence=evidence,
+        )
+    move_alias(config, CHAMPION, version, mlflow_client, by=by, why=why, evidence=evidence)
+    challenger = get_alias(config, CHALLENGER, mlflow_client)
+    if challenger is not None and challenger.version == version:
+        move_alias(config, CHALLENGER, None, mlflow_client, by=by, why=f"now the champion: {why}")
     return current_version
 
 
@@ -915,16 +1090,19 @@ def undo_promotion(config: Config, version: str, mlflow_client: Any = None) -> s
     if current is None or current.version != version:
         return current.version if current else None
     before = get_alias(config, PREVIOUS, mlflow_client)
+    by, why = actor(), f"the rollout of v{version} failed"
     if before is None or before.version == version:
-        mlflow_client.delete_registered_model_alias(config.model_name, CHAMPION)
+        move_alias(config, CHAMPION, None, mlflow_client, by=by, why=why)
         return None
-    mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, before.version)
+    move_alias(config, CHAMPION, before.version, mlflow_client, by=by, why=why)
     # `previous` named the champion that is back; what it named before is not recorded.
-    mlflow_client.delete_registered_model_alias(config.model_name, PREVIOUS)
+    move_alias(config, PREVIOUS, None, mlflow_client, by=by, why=f"v{before.version} is back")
     return before.version
 
 
-def rollback(config: Config, mlflow_client: Any = None) -> tuple[str, str]:
+def rollback(
+    config: Config, mlflow_client: Any = None, *, by: str | None = None
+) -> tuple[str, str]:
     """Make `previous` the champion again (and the demoted champion `previous`, so a second
     rollback undoes the first). Returns (new champion, demoted version)."""
     mlflow_client = mlflow_client or client(config)
@@ -933,8 +1111,10 @@ def rollback(config: Config, mlflow_client: Any = None) -> tuple[str, str]:
     if current is None or before is None:
         raise RegistryError(f"{config.model_name!r} has no {PREVIOUS!r} version to roll back to")
     blessed_sha256(before)
-    mlflow_client.set_registered_model_alias(config.model_name, CHAMPION, before.version)
-    mlflow_client.set_registered_model_alias(config.model_name, PREVIOUS, current.version)
+    by = by or actor()
+    why = f"rollback: v{current.version} out, v{before.version} back"
+    move_alias(config, CHAMPION, before.version, mlflow_client, by=by, why=why)
+    move_alias(config, PREVIOUS, current.version, mlflow_client, by=by, why=why)
     return before.version, current.version
 
 

@@ -652,7 +652,8 @@ def register(
     kfp_run_name: str,
     reason: str,
 ) -> Registration:
-    """Log the blessed challenger to MLflow, register it and make it the champion.
+    """Log the blessed challenger to MLflow, register it and name it: `challenger` for a
+    progressive rollout, `champion` for an immediate one or the first model.
 
     `served_path` is the model directory infra validation served (see `infra_validate`);
     that directory is what gets registered, so the model itself is never loaded here.
@@ -687,7 +688,7 @@ def register(
         kfp_run_name,
         reason,
     )
-    run_id, stored, previous = register_challenger(
+    run_id, stored, previous, promoted = register_challenger(
         config,
         challenger,
         profile=profile_path,
@@ -700,7 +701,7 @@ def register(
         stored.version,
         run_id,
         previous,
-        True,
+        promoted,
         location.storage_uri,
         location.sha256,
     )
@@ -774,6 +775,11 @@ class DeployResult:
     applied: bool
 
     def describe(self) -> str:
+        if self.traffic_percent == 0:
+            return (
+                f"InferenceService {self.namespace}/{self.service}: unchanged; v{self.version} is "
+                "the challenger, rolled out by the rollout controller (ctpipe monitor)"
+            )
         where = "applied to the cluster" if self.applied else "written (not applied: no cluster)"
         return (
             f"InferenceService {self.namespace}/{self.service}: v{self.version} at {self.traffic_percent}% "
@@ -815,12 +821,25 @@ def deploy(
 
 
 def deploy_registered(
-    config: Config, manifest_out: str, version: str, sha256: str, storage_uri: str
+    config: Config,
+    manifest_out: str,
+    version: str,
+    sha256: str,
+    storage_uri: str,
+    alias: str = "champion",
 ) -> DeployResult:
     """`deploy` for the version register just stored, at the place register says ("" when
-    the predictor pulls it from the registry): the pipeline's deploy step never asks MLflow."""
-    from ctpipe.deploy import ModelLocation
+    the predictor pulls it from the registry): the pipeline's deploy step never asks MLflow.
+    A `challenger` is not deployed here: the rollout controller (ctpipe monitor) owns the
+    InferenceService from its shadow phase until it promotes or rolls back."""
+    from ctpipe.deploy import ModelLocation, service_name
 
+    if alias == "challenger":
+        Path(manifest_out).write_text(
+            f"# v{version} is the challenger: the rollout controller (ctpipe monitor) deploys\n"
+            "# it in shadow, then as a canary, and promotes or rolls it back on live traffic.\n"
+        )
+        return DeployResult(service_name(config), config.deploy.namespace, version, 0, False)
     location = ModelLocation(version, sha256, storage_uri or None)
     return deploy(config, manifest_out, location=location)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import fnmatch
 import functools
 import glob as globlib
+import json
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,19 @@ def write_bytes(uri: str, data: bytes, *, exclusive: bool = False) -> bool:
         return True
     finally:
         staged.unlink(missing_ok=True)
+
+
+def write_record(folder: str, record: dict[str, Any], now: datetime) -> str:
+    """Write one JSON record under `folder`, named after `now`. A second record for the same
+    time (a rerun with the same --now) gets the next free name: a record is never
+    overwritten. Returns its URI."""
+    body = json.dumps(record, indent=2, default=str).encode()
+    stem = join(folder, now.strftime("%Y%m%dT%H%M%S%fZ"))
+    for attempt in range(1, 1000):
+        uri = f"{stem}.json" if attempt == 1 else f"{stem}_{attempt}.json"  # sorts after
+        if write_bytes(uri, body, exclusive=True):
+            return uri
+    raise DataError(f"{stem}*.json: 999 records for one time; not writing more")
 
 
 def delete(uri: str) -> None:

@@ -133,6 +133,7 @@ def graph(steps: Steps, config: Any, reason: Any, profile: str = CPU) -> None:
             version=register_task.outputs["version"],
             storage_uri=register_task.outputs["storage_uri"],
             sha256=register_task.outputs["sha256"],
+            alias=register_task.outputs["alias"],
         )
 
     # kfp.local resolves conditions on a task's `Output` only: evaluate returns the blessing.

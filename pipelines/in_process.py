@@ -323,12 +323,22 @@ class InProcessSteps:
                 "version": registration.version,
                 "storage_uri": registration.storage_uri or "",
                 "sha256": registration.sha256,
+                "alias": registration.alias,
             }
         )
 
-    def deploy(self, *, config: Config, version: str, storage_uri: str, sha256: str) -> Done:
+    def deploy(
+        self, *, config: Config, version: str, storage_uri: str, sha256: str, alias: str
+    ) -> Done:
         manifest = self._path("manifest")
         result = self._timed(
-            "deploy", stages.deploy_registered, config, manifest, version, sha256, storage_uri
+            "deploy",
+            stages.deploy_registered,
+            config,
+            manifest,
+            version,
+            sha256,
+            storage_uri,
+            alias,
         )
         return Done({"manifest": Local(manifest), "Output": result.describe()})

@@ -91,6 +91,7 @@ def decide(
     active_run: str | None,
     failures: Failures | None = None,
     blocks: tuple[str, ...] = (),
+    rollout: str | None = None,
 ) -> Decision:
     """Combine triggers with the policy.
 
@@ -123,6 +124,12 @@ def decide(
     if active_run:
         return Decision(
             SKIP, (*reasons, f"a run this monitor started is still active: {active_run}"), fired
+        )
+    if rollout and not manual:
+        return Decision(
+            SKIP,
+            (*reasons, f"a challenger is being rolled out: {rollout}; its verdict first"),
+            fired,
         )
     if not manual:
         held = _held_back(

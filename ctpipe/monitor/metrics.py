@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, push_to_gateway
 from prometheus_client.metrics_core import Metric
 
 PUSHGATEWAY_ENV = "CTPIPE_PUSHGATEWAY_URL"
@@ -28,7 +28,8 @@ PUSH_TIMEOUT_SECONDS = 10.0
 # Pushgateway's exposition: tests/pipelines/test_pushgateway_promtool.py). All are gauges,
 # so none ends in `_total`; a unit ends the name where there is one (`_ratio` for a share,
 # `_seconds`, `_rows`). Labels are bounded: the model, features of its schema, and the
-# fixed sets of actions, triggers and configured metrics below.
+# fixed sets of actions, triggers and configured metrics below. The rollout's counts of
+# rollbacks and promotions are counters (`_total`), kept in its decision records.
 DRIFT_SHARE = "ctpipe_monitor_drifted_features_ratio"
 FEATURE_DRIFT = "ctpipe_monitor_feature_drift"
 DECISION = "ctpipe_monitor_decision"
@@ -40,6 +41,12 @@ ROWS = "ctpipe_monitor_rows"
 BLOCKED = "ctpipe_monitor_blocked"
 FAILED_RUNS = "ctpipe_monitor_consecutive_failed_runs"
 SCHEMA_PENDING = "ctpipe_monitor_schema_changes_pending"
+
+ROLLOUT_PHASE = "ctpipe_rollout_phase"  # {model, phase}: 1 for the current one
+ROLLOUT_TRAFFIC = "ctpipe_rollout_challenger_traffic_ratio"
+ROLLBACKS = "ctpipe_rollout_rollbacks_total"
+PROMOTIONS = "ctpipe_rollout_promotions_total"
+ROLLOUT_PHASES = ("shadow", "canary", "promoted", "rolled_back")
 
 # Label names.
 MODEL_LABEL = "model"
@@ -150,6 +157,30 @@ class MonitorMetrics:
             [MODEL_LABEL],
             registry=reg,
         )
+        self.rollout_phase = Gauge(
+            ROLLOUT_PHASE,
+            "1 for the phase of the latest rollout (shadow, canary, promoted, rolled_back)",
+            [MODEL_LABEL, "phase"],
+            registry=reg,
+        )
+        self.rollout_traffic = Gauge(
+            ROLLOUT_TRAFFIC,
+            "Share of live traffic the challenger answers (0 to 1)",
+            [MODEL_LABEL],
+            registry=reg,
+        )
+        self.rollbacks = Counter(
+            ROLLBACKS.removesuffix("_total"),
+            "Rollouts rolled back (harm, error rate, latency, timeout)",
+            [MODEL_LABEL],
+            registry=reg,
+        )
+        self.promotions = Counter(
+            PROMOTIONS.removesuffix("_total"),
+            "Rollouts that promoted their challenger on live evidence",
+            [MODEL_LABEL],
+            registry=reg,
+        )
         # Every series set per model, so that a new record replaces the model's old ones.
         self._series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
 
@@ -231,6 +262,27 @@ class MonitorMetrics:
             put(self.schema_pending, (), schema_changes_pending)
         put(self.last_run, (), time.time() if timestamp is None else timestamp)
         self._series[model] = series
+
+    def record_rollout(
+        self,
+        model: str,
+        *,
+        phase: str | None,
+        traffic_ratio: float,
+        rollbacks: int,
+        promotions: int,
+    ) -> None:
+        """The latest rollout's phase (None: none yet) and the counts of rollouts ended each
+        way (from the rollout's decision records). The counts go out on every visit, zeros
+        included: increase() needs a sample before the first rollback to see it."""
+        if phase is not None and phase not in ROLLOUT_PHASES:
+            raise ValueError(f"unknown rollout phase {phase!r}")
+        if phase is not None:
+            for name in ROLLOUT_PHASES:
+                self.rollout_phase.labels(model, name).set(1.0 if name == phase else 0.0)
+        self.rollout_traffic.labels(model).set(traffic_ratio)
+        self.rollbacks.labels(model).inc(rollbacks)
+        self.promotions.labels(model).inc(promotions)
 
     def exposition(self) -> bytes:
         """Every recorded series in the Prometheus text format."""

@@ -51,6 +51,9 @@ from ctpipe.monitor.decide import Decision
 from ctpipe.monitor.state import FAILED, SUCCEEDED, LastRun, MonitorStore, State
 from ctpipe.monitor.submit import RunRef, SubmitError, Submitter, short_error
 from ctpipe.monitor.triggers import TriggerResult
+from ctpipe.rollout.controller import Controller, RolloutStep
+from ctpipe.rollout.health import HealthSource, Prometheus
+from ctpipe.rollout.state import RolloutStore
 
 
 def predictions_root(config: Config) -> str:
@@ -73,9 +76,12 @@ class MonitorOutcome:
     notes: list[str] = field(default_factory=list)
     submit_error: str | None = None  # the submission failed: nothing runs; claim released
     submit_cause: BaseException | None = field(default=None, repr=False, compare=False)
+    rollout: RolloutStep | None = None
 
     def summary(self) -> str:
         lines = [f"decision: {self.decision.action.upper()}"]
+        if self.rollout is not None and self.rollout.rollout is not None:
+            lines = [self.rollout.summary(), *lines]
         lines += [
             f"  {'FIRED' if t.fired else 'ok   '} {t.name:<13} {t.reason}" for t in self.triggers
         ]
@@ -129,8 +135,11 @@ def run_monitor(
     report: bool = True,
     dry_run: bool = False,
     say: Callable[[str], None] = lambda _: None,
+    health: HealthSource | None = None,
 ) -> MonitorOutcome:
-    """Judge the champion's recent traffic and submit a retraining run if warranted.
+    """Advance the rollout of a challenger (ctpipe.rollout), then judge the champion's
+    recent traffic and submit a retraining run if warranted. `health` gives the canary's
+    error rate and latency (default: deploy.rollout.prometheus when set).
 
     Raises a CtpipeError (PreflightError, DataError, RegistryError, SubmitError) on bad
     input, a service that does not answer, or a failed submission; nothing is submitted
@@ -154,6 +163,7 @@ def run_monitor(
             report=report,
             dry_run=dry_run,
             say=say,
+            health=health,
         )
     except Exception as exc:
         _record_error(config, store, now, exc, say)
@@ -180,18 +190,47 @@ def _visit(
     report: bool,
     dry_run: bool,
     say: Callable[[str], None],
+    health: HealthSource | None,
 ) -> MonitorOutcome:
-    """Measure, judge, act, record. Only measuring (a run's outcome learned, the drift's
-    start) and acting (the claim, the run) write state; judging reads; the record is last."""
+    """Roll out, measure, judge, act, record. Only the rollout (its state, aliases and
+    InferenceService), measuring (a run's outcome learned, the drift's start) and acting
+    (the claim, the run) write state; judging reads; the record is last. A dry run judges
+    the rollout's evidence without acting on it: it does not step the rollout."""
     mlflow_client = registry.client(config)
+    rolled = None
+    if not dry_run:
+        if health is None and config.deploy.rollout.prometheus:
+            health = Prometheus(config.deploy.rollout.prometheus)
+        rolled = Controller(
+            config,
+            predictions_root(config),
+            labels_root(config),
+            health=health,
+            say=say,
+            mlflow_client=mlflow_client,
+        ).step(now)
     champion = registry.champion(config, mlflow_client)
     if champion is None:
         return _record_no_champion(config, store, now)
     measured = _measure(config, submitter, store, champion, now, say)
-    judged = _judge(config, measured, now, manual=manual, note=note)
+    in_progress = rolled.rollout if rolled is not None else None
+    live = (
+        f"v{in_progress.challenger} in {in_progress.phase}"
+        if in_progress is not None and not in_progress.final
+        else None
+    )
+    judged = _judge(config, measured, now, manual=manual, note=note, rollout=live)
     acted = _act(config, submitter, store, measured, judged.decision, now, dry_run=dry_run, say=say)
     return _record(
-        config, store, measured, judged, acted, now, pushgateway=pushgateway, report=report
+        config,
+        store,
+        measured,
+        judged,
+        acted,
+        now,
+        pushgateway=pushgateway,
+        report=report,
+        rolled=rolled,
     )
 
 
@@ -395,7 +434,13 @@ class Judgement:
 
 
 def _judge(
-    config: Config, measured: Measurement, now: datetime, *, manual: bool, note: str
+    config: Config,
+    measured: Measurement,
+    now: datetime,
+    *,
+    manual: bool,
+    note: str,
+    rollout: str | None = None,
 ) -> Judgement:
     fired, weighting = _triggers(config, measured, now, manual=manual, note=note)
     state = measured.state
@@ -418,6 +463,7 @@ def _judge(
         active_run=measured.active,
         failures=_failures(state),
         blocks=_schema_blocks(pending),
+        rollout=rollout,
     )
     if weighting["outranked"]:
         decision = Decision(
@@ -560,6 +606,7 @@ def _record(
     *,
     pushgateway: str | None,
     report: bool,
+    rolled: RolloutStep | None = None,
 ) -> MonitorOutcome:
     """The drift report, the decision record and the metrics push of a judged visit."""
     settings = config.monitor
@@ -592,6 +639,7 @@ def _record(
         mlflow_report,
         outcome_notes,
     )
+    record["rollout"] = _rollout_record(rolled)
     record_uri = store.record(record, now)
     if pushgateway:
         _push(
@@ -608,6 +656,7 @@ def _record(
             blocked=bool(blocked),
             failed_runs=state.failures,
             schema_changes_pending=len(pending),
+            rolled=rolled,
         )
     return MonitorOutcome(
         acted.decision,
@@ -620,7 +669,23 @@ def _record(
         outcome_notes,
         submit_error=failed.error if failed else None,
         submit_cause=failed.cause if failed else None,
+        rollout=rolled,
     )
+
+
+def _rollout_record(rolled: RolloutStep | None) -> dict[str, Any] | None:
+    if rolled is None or rolled.rollout is None:
+        return None
+    r = rolled.rollout
+    return {
+        "challenger": r.challenger,
+        "champion": r.champion,
+        "action": rolled.action,
+        "phase": r.phase,
+        "traffic_percent": r.traffic_percent,
+        "reasons": list(rolled.reasons),
+        "record": rolled.record,
+    }
 
 
 def _decision_record(
@@ -1093,6 +1158,7 @@ def _push(
     blocked: bool,
     failed_runs: int,
     schema_changes_pending: int,
+    rolled: RolloutStep | None = None,
 ) -> None:
     from ctpipe.monitor.metrics import MonitorMetrics
 
@@ -1115,6 +1181,16 @@ def _push(
         failed_runs=failed_runs,
         schema_changes_pending=schema_changes_pending,
     )
+    if rolled is not None and config.deploy.rollout.strategy == "progressive":
+        ended = [r["action"] for r in RolloutStore(config.state_dir, config.model_name).history()]
+        current = rolled.rollout
+        metrics.record_rollout(
+            config.model_name,
+            phase=current.phase if current is not None else None,
+            traffic_ratio=current.traffic_percent / 100 if current is not None else 0.0,
+            rollbacks=ended.count("rolled_back"),
+            promotions=ended.count("promoted"),
+        )
     result = metrics.push(gateway)
     if not result.pushed:
         notes.append(f"metrics not pushed: {result.message}")

@@ -177,13 +177,7 @@ class MonitorStore:
         """Write one decision record, named after `now`. A visit judged as of the same time
         (a rerun with the same --now, after an error) gets the next free name: an earlier
         record is never overwritten."""
-        body = json.dumps(decision, indent=2, default=str).encode()
-        stem = storage.join(self.root, "decisions", now.strftime("%Y%m%dT%H%M%S%fZ"))
-        for attempt in range(1, 1000):
-            uri = f"{stem}.json" if attempt == 1 else f"{stem}_{attempt}.json"  # sorts after
-            if storage.write_bytes(uri, body, exclusive=True):
-                return uri
-        raise DataError(f"{stem}*.json: 999 decision records for one time; not writing more")
+        return storage.write_record(storage.join(self.root, "decisions"), decision, now)
 
 
 def utcnow() -> datetime:

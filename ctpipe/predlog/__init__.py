@@ -13,8 +13,13 @@ compaction (ctpipe.predlog.compact) merges a folder's small files into one, and 
 skip the files a compact file replaced (ctpipe.predlog.files). Files outside `date=`
 folders are not part of the log and are skipped.
 
-A request id is logged once; should it appear twice (a journal replayed over a file that
-was already written, a client that reuses ids), readers keep its first prediction. A
+Each row has a role (ctpipe.predlog.format): `champion` or `canary` for the answers
+callers got, `shadow` for a second model's answer to the same request. Readers return the
+answers by default, shadow rows only when asked for.
+
+A request id is answered once; should it appear twice (a journal replayed over a file
+that was already written, a client that reuses ids), readers keep its first prediction
+(and its first shadow row apart from it). A
 request has one true outcome: label rows for one id that disagree are an error naming the
 id and the files; identical ones are harmless.
 
@@ -38,7 +43,13 @@ from ctpipe.predlog.format import (
     REQUEST_ID,
     REQUIRED_LABEL_COLUMNS,
     REQUIRED_PREDICTION_COLUMNS,
+    ROLE,
+    ROLE_CANARY,
+    ROLE_CHAMPION,
+    ROLE_SHADOW,
+    ROLES,
     SCORE,
+    SERVED_ROLES,
     TIMESTAMP,
     TIMESTAMP_TYPE,
     Label,
@@ -77,7 +88,13 @@ __all__ = [
     "REQUEST_ID",
     "REQUIRED_LABEL_COLUMNS",
     "REQUIRED_PREDICTION_COLUMNS",
+    "ROLE",
+    "ROLES",
+    "ROLE_CANARY",
+    "ROLE_CHAMPION",
+    "ROLE_SHADOW",
     "SCORE",
+    "SERVED_ROLES",
     "TIMESTAMP",
     "TIMESTAMP_TYPE",
     "Label",

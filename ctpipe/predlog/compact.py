@@ -39,6 +39,7 @@ from ctpipe.predlog.format import (
     check_model_name,
     check_prediction_schema,
     feature_struct,
+    with_role,
 )
 
 logger = logging.getLogger(__name__)
@@ -213,7 +214,8 @@ def _merge(folder: str, group: list[Footer]) -> Merged:
     dataset = ds.FileSystemDataset([f.fragment for f in group], schema, ds.ParquetFileFormat(), fs)
     try:
         # Sorted by time: the reader's sort then leaves this file's rows where they are.
-        table = by_time(dataset.to_table(columns=schema.names))
+        # Rows of files from before the role column are the champion's, and say so now.
+        table = by_time(with_role(dataset.to_table(columns=schema.names)))
         sink = pa.BufferOutputStream()
         metadata = {logfiles.COMPACTED_FROM_KEY: logfiles.json_names(replaced)}
         with pq.ParquetWriter(sink, schema.with_metadata(metadata)) as writer:

@@ -11,6 +11,13 @@ a column of ours: numbers (bool included) as float64, anything else as text. A f
 that is text in any file or row is read as text everywhere. Parquet cannot store a
 struct without fields, so a file whose requests carried no features has no `features`
 column; readers treat that as no features.
+
+`role` says how a row was served: `champion` or `canary` rows are the answers callers got
+(from the stable revision, or from a canary revision given part of the traffic); `shadow`
+rows are a second model's answers to the same requests, logged after the caller had the
+champion's (same request ids, the shadow's own model_version; no features, the champion's
+row has them). Files written before the column existed have none: their rows are
+`champion`.
 """
 
 from __future__ import annotations
@@ -37,10 +44,17 @@ MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 PREDICTION = "prediction"
 SCORE = "score"
+ROLE = "role"
 FEATURES = "features"
 # Columns of a label file (plus REQUEST_ID).
 LABEL = "label"
 LABELLED_AT = "labelled_at"
+# Values of ROLE.
+ROLE_CHAMPION = "champion"
+ROLE_CANARY = "canary"
+ROLE_SHADOW = "shadow"
+ROLES = (ROLE_CHAMPION, ROLE_CANARY, ROLE_SHADOW)
+SERVED_ROLES = (ROLE_CHAMPION, ROLE_CANARY)  # the rows whose answers callers got
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 PREDICTION_TYPES: dict[str, pa.DataType] = {
@@ -50,10 +64,11 @@ PREDICTION_TYPES: dict[str, pa.DataType] = {
     MODEL_VERSION: pa.string(),
     PREDICTION: pa.string(),
     SCORE: pa.float64(),
+    ROLE: pa.string(),
 }
-# `features` is not required: see the module docstring.
-REQUIRED_PREDICTION_COLUMNS = tuple(PREDICTION_TYPES)
-ALL_PREDICTION_COLUMNS = (*REQUIRED_PREDICTION_COLUMNS, FEATURES)
+# Neither `role` nor `features` is required: see the module docstring.
+REQUIRED_PREDICTION_COLUMNS = tuple(c for c in PREDICTION_TYPES if c != ROLE)
+ALL_PREDICTION_COLUMNS = (*PREDICTION_TYPES, FEATURES)
 # Above this many stretches, by_time and rows_where copy the whole table at once.
 MAX_SORT_PIECES = 256
 LABEL_SCHEMA = pa.schema(
@@ -83,12 +98,14 @@ class Prediction:
     prediction: Any
     score: float | None
     features: Mapping[str, Any] = field(default_factory=dict)
+    role: str = ROLE_CHAMPION
 
     def __post_init__(self) -> None:
         # Checked here, on the caller's thread, so that a bad record fails the request that
         # made it instead of every later flush.
         if not isinstance(self.request_id, str) or not self.request_id:
             raise TypeError(f"request_id must be a non-empty string, got {self.request_id!r}")
+        check_role(self.role)
         object.__setattr__(self, "timestamp", utc_or_fail(self.timestamp, "timestamp"))
         object.__setattr__(self, "model_version", str(self.model_version))
         if self.score is not None:
@@ -111,9 +128,11 @@ class PredictionBatch:
     predictions: Sequence[Any]
     scores: Sequence[float | None]
     features: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    role: str = ROLE_CHAMPION
 
     def __post_init__(self) -> None:
         rows = len(self.request_ids)
+        check_role(self.role)
         if not all(isinstance(r, str) and r for r in self.request_ids):
             raise TypeError("request_ids must be non-empty strings")
         object.__setattr__(self, "request_ids", list(self.request_ids))
@@ -160,6 +179,23 @@ class Label:
             object.__setattr__(self, "labelled_at", utc_or_fail(self.labelled_at, "labelled_at"))
 
 
+def check_role(role: Any) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+
+
+def check_roles(roles: Iterable[str] | None) -> tuple[str, ...] | None:
+    """The roles a reader keeps, checked (None: every row)."""
+    if roles is None:
+        return None
+    if isinstance(roles, str):
+        raise TypeError(f"roles must be a sequence of roles, not the string {roles!r}")
+    chosen = tuple(dict.fromkeys(roles))
+    for role in chosen:
+        check_role(role)
+    return chosen
+
+
 def check_model_name(model_name: str) -> None:
     if not isinstance(model_name, str) or not model_name or "/" in model_name:
         raise ValueError(f"model name must be a non-empty name without '/', got {model_name!r}")
@@ -186,6 +222,7 @@ def predictions_table(model_name: str, items: Sequence[Logged]) -> pa.Table:
     ids: list[str] = []
     stamps: list[datetime] = []
     versions: list[str] = []
+    roles: list[str] = []
     predictions: list[Any] = []
     scores: list[float | None] = []
     features: dict[str, list[Any]] = {}
@@ -196,6 +233,7 @@ def predictions_table(model_name: str, items: Sequence[Logged]) -> pa.Table:
             ids.extend(item.request_ids)
             stamps.extend([item.timestamp] * rows)
             versions.extend([item.model_version] * rows)
+            roles.extend([item.role] * rows)
             predictions.extend(item.predictions)
             scores.extend(item.scores)
             values_by_name: Mapping[str, Sequence[Any]] = item.features
@@ -204,6 +242,7 @@ def predictions_table(model_name: str, items: Sequence[Logged]) -> pa.Table:
             ids.append(item.request_id)
             stamps.append(item.timestamp)
             versions.append(item.model_version)
+            roles.append(item.role)
             predictions.append(item.prediction)
             scores.append(item.score)
             values_by_name = {name: [value] for name, value in item.features.items()}
@@ -221,6 +260,7 @@ def predictions_table(model_name: str, items: Sequence[Logged]) -> pa.Table:
         MODEL_VERSION: pa.array(versions, pa.string()),
         PREDICTION: text_array(predictions),
         SCORE: pa.array(scores, pa.float64()),
+        ROLE: pa.array(roles, pa.string()),
     }
     if features:
         columns[FEATURES] = pa.StructArray.from_arrays(
@@ -312,10 +352,27 @@ def with_features(table: pa.Table, unified: pa.StructType) -> pa.Table:
     return table.append_column(FEATURES, features)
 
 
+def with_role(table: pa.Table) -> pa.Table:
+    """table with a `role` column, with each missing role (a file from before the column,
+    a journal written by an older predictor) `champion`."""
+    champions = pa.array([ROLE_CHAMPION] * table.num_rows, pa.string())
+    if ROLE not in table.column_names:
+        return table.append_column(ROLE, champions)
+    column = table[ROLE]
+    if pa.types.is_null(column.type):
+        return table.set_column(table.schema.get_field_index(ROLE), ROLE, champions)
+    if column.null_count:
+        filled = pc.fill_null(column, pa.scalar(ROLE_CHAMPION, column.type))
+        return table.set_column(table.schema.get_field_index(ROLE), ROLE, filled)
+    return table
+
+
 def unify(tables: Sequence[pa.Table]) -> pa.Table:
-    """One table from tables of the log's columns whose features differ."""
+    """One table from tables of the log's columns whose features differ, and some of which
+    may have no role (the log's column order, roles filled in)."""
     unified = feature_struct(features_of(t) for t in tables)
-    return pa.concat_tables([with_features(t, unified) for t in tables])
+    order = list(ALL_PREDICTION_COLUMNS)
+    return pa.concat_tables([with_role(with_features(t, unified)).select(order) for t in tables])
 
 
 def check_prediction_schema(uri: str, schema: pa.Schema) -> None:
@@ -326,6 +383,10 @@ def check_prediction_schema(uri: str, schema: pa.Schema) -> None:
             f"{uri}: prediction log file is missing required column(s): {', '.join(missing)} "
             f"(it has: {', '.join(schema.names) or 'none'})"
         )
+    if ROLE in schema.names:
+        role = schema.field(ROLE).type
+        if not (is_text(role) or pa.types.is_null(role)):
+            raise DataError(f"{uri}: column 'role' must be text, found {role}")
     if FEATURES not in schema.names:
         return
     features = schema.field(FEATURES).type

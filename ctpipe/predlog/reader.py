@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,16 +34,23 @@ from ctpipe.predlog.format import (
     REQUEST_ID,
     REQUIRED_LABEL_COLUMNS,
     REQUIRED_PREDICTION_COLUMNS,
+    ROLE,
+    ROLE_CHAMPION,
+    ROLE_SHADOW,
+    ROLES,
+    SERVED_ROLES,
     TIMESTAMP,
     TIMESTAMP_TYPE,
     by_time,
     check_model_name,
     check_prediction_schema,
+    check_roles,
     empty_features,
     feature_struct,
     rows_where,
     unify,
     utc_or_fail,
+    with_role,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,21 +108,28 @@ def read_predictions(
     since: datetime | None = None,
     until: datetime | None = None,
     columns: Sequence[str] | None = None,
+    roles: Sequence[str] | None = SERVED_ROLES,
 ) -> pa.Table:
     """Logged predictions with since <= timestamp < until (naive datetimes are UTC),
     sorted by timestamp, one row per request id (its first). Only the date folders the
     window touches are listed, and only `columns` (default: all) are read: the files are
     scanned as one pyarrow dataset, row groups outside the window skipped by their
-    statistics. No files means an empty table with the log's columns."""
+    statistics. No files means an empty table with the log's columns.
+
+    `roles` picks rows by their `role`: by default the answers callers got (`champion`
+    and `canary`), never a shadow model's; None reads every row. A row from a file without
+    the column is a `champion` row. Shadow rows repeat the request ids of the answers they
+    shadow: they are de-duplicated among themselves, one shadow row per request id."""
     check_model_name(model_name)
     start = None if since is None else utc_or_fail(since, "since")
     end = None if until is None else utc_or_fail(until, "until")
     wanted = _wanted(columns)
+    chosen = check_roles(roles)
     base = storage.join(str(root), model_name)
     for attempt in range(READ_ATTEMPTS):
         files = _log_files(base, start, end)
         try:
-            table = _scan(files, start, end, wanted)
+            table = _scan(files, start, end, wanted, chosen)
         except logfiles.Vanished:
             if attempt == READ_ATTEMPTS - 1:
                 raise
@@ -133,16 +148,26 @@ def read_predictions(
 
 
 def read_history_and_window(
-    root: str, model_name: str, *, now: datetime, window: timedelta
+    root: str,
+    model_name: str,
+    *,
+    now: datetime,
+    window: timedelta,
+    roles: Sequence[str] | None = SERVED_ROLES,
 ) -> tuple[pa.Table, pa.Table]:
     """What a monitor check reads: every prediction before `now` without its features (to
     count and to join labels), and the rows of the last `window` with them (for drift).
     Each row is read once, and only the window's features: a day of traffic is millions
-    of rows. The history keeps one row per request id, as read_predictions does."""
+    of rows. The history keeps one row per request id, as read_predictions does, and
+    `roles` picks rows as there (default: what callers were answered, no shadow rows).
+    The history has the role column only when shadow rows are asked for with others."""
     start = utc_or_fail(now, "now") - window
-    current = read_predictions(root, model_name, since=start, until=now)
-    older = read_predictions(root, model_name, until=start, columns=REQUIRED_PREDICTION_COLUMNS)
-    history = pa.concat_tables([older, current.select(list(REQUIRED_PREDICTION_COLUMNS))])
+    current = read_predictions(root, model_name, since=start, until=now, roles=roles)
+    kept = list(REQUIRED_PREDICTION_COLUMNS)
+    if _mixes_shadow(check_roles(roles)):
+        kept.append(ROLE)  # to tell a shadow row from the answer of the same request
+    older = read_predictions(root, model_name, until=start, columns=kept, roles=roles)
+    history = pa.concat_tables([older, current.select(kept)])
     history, _ = _first_per_request(history)  # an id logged on both sides of the cut
     return history, current
 
@@ -246,14 +271,39 @@ def _wanted(columns: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(columns))
 
 
+def _mixes_shadow(roles: tuple[str, ...] | None) -> bool:
+    """Whether rows of these roles can share a request id: shadow rows with answers."""
+    chosen = set(ROLES if roles is None else roles)
+    return ROLE_SHADOW in chosen and len(chosen) > 1
+
+
+def _role_filter(roles: tuple[str, ...] | None) -> Any:
+    """A dataset filter keeping the rows of `roles` (a missing role is `champion`)."""
+    import pyarrow.dataset as ds
+
+    if roles is None:
+        return None
+    keep = ds.field(ROLE).isin(pa.array(roles, pa.string()))
+    if ROLE_CHAMPION in roles:
+        keep = keep | ds.field(ROLE).is_null()
+    return keep
+
+
 def _scan(
-    files: list[str], start: datetime | None, end: datetime | None, wanted: tuple[str, ...]
+    files: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    wanted: tuple[str, ...],
+    roles: tuple[str, ...] | None = SERVED_ROLES,
 ) -> pa.Table:
-    """The live files among `files` as one table of the log's schema, rows in the window.
-    Always holds request_id and timestamp (to sort and de-duplicate)."""
+    """The live files among `files` as one table of the log's schema, rows in the window
+    and of `roles`. Always holds request_id and timestamp (to sort and de-duplicate), and
+    role when rows of several roles can share a request id."""
     import pyarrow.dataset as ds
 
     columns = list(dict.fromkeys([REQUEST_ID, TIMESTAMP, *wanted]))
+    if _mixes_shadow(roles) and ROLE not in columns:
+        columns.append(ROLE)
     if not files:
         return empty_predictions().select(columns)
     footers = logfiles.live(logfiles.read_footers(files, "prediction log"))
@@ -267,9 +317,10 @@ def _scan(
     dataset = ds.FileSystemDataset(
         [f.fragment for f in footers], schema, ds.ParquetFileFormat(), fs
     )
-    window = None
+    window = _role_filter(roles)
     if start is not None:
-        window = ds.field(TIMESTAMP) >= pa.scalar(start, TIMESTAMP_TYPE)
+        after = ds.field(TIMESTAMP) >= pa.scalar(start, TIMESTAMP_TYPE)
+        window = after if window is None else window & after
     if end is not None:
         before = ds.field(TIMESTAMP) < pa.scalar(end, TIMESTAMP_TYPE)
         window = before if window is None else window & before
@@ -277,13 +328,16 @@ def _scan(
         table = dataset.to_table(columns=columns, filter=window)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         # A column the scan cannot cast: read file by file, which names the file.
-        return _read_one_by_one([f.uri for f in footers], start, end).select(columns)
+        table = _read_one_by_one([f.uri for f in footers], start, end, roles)
+        return table.select(columns)
     except OSError as exc:
         if any(logfiles.missing(f.uri) for f in footers):
             raise logfiles.Vanished(f"{files[0]}: files replaced while reading") from exc
         raise DataError(f"{logfiles.parent_of(files[0])}: cannot read the log ({exc})") from exc
     if FEATURES in table.column_names:
         table = _whole_features(table, features)
+    if ROLE in table.column_names:
+        table = with_role(table)  # rows of files from before the column
     return table
 
 
@@ -304,13 +358,20 @@ def _whole_features(table: pa.Table, features: pa.StructType) -> pa.Table:
 
 
 def _first_per_request(table: pa.Table) -> tuple[pa.Table, int]:
-    """The first row of each request id (rows are in timestamp order); rows dropped."""
+    """The first row of each request id (rows are in timestamp order); rows dropped. With
+    a role column, shadow rows count apart: a request's answer and its shadow row are two
+    rows, and each keeps its first."""
     if all_distinct(table[REQUEST_ID]):
         return table, 0
+    keys = [REQUEST_ID]
     indexed = pa.table(
         {REQUEST_ID: table[REQUEST_ID], "_row": pa.array(np.arange(table.num_rows, dtype=np.int64))}
     )
-    first = indexed.group_by(REQUEST_ID, use_threads=False).aggregate([("_row", "min")])
+    if ROLE in table.column_names:
+        shadow = pc.fill_null(pc.equal(table[ROLE], ROLE_SHADOW), False)
+        indexed = indexed.append_column("_shadow", shadow)
+        keys.append("_shadow")
+    first = indexed.group_by(keys, use_threads=False).aggregate([("_row", "min")])
     keep = pc.sort_indices(first["_row_min"])
     kept = table.take(first["_row_min"].take(keep))
     return kept, table.num_rows - kept.num_rows
@@ -392,11 +453,18 @@ def _read_all(files: list[str], read: Callable[[str], pa.Table]) -> list[pa.Tabl
         return list(pool.map(read, files))
 
 
-def _read_one_by_one(files: list[str], start: datetime | None, end: datetime | None) -> pa.Table:
+def _read_one_by_one(
+    files: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    roles: tuple[str, ...] | None = SERVED_ROLES,
+) -> pa.Table:
     """The slow path of _scan, file by file: every cast is checked per file, so an error
     names the file it is in."""
     parts = _read_all(files, _read_prediction_file)
     table = unify(parts) if parts else empty_predictions()
+    if roles is not None:
+        table = table.filter(pc.is_in(table[ROLE], value_set=pa.array(roles, pa.string())))
     if start is not None:
         table = table.filter(pc.greater_equal(table[TIMESTAMP], pa.scalar(start, TIMESTAMP_TYPE)))
     if end is not None:
@@ -430,6 +498,7 @@ def _cast(column: pa.ChunkedArray, type_: pa.DataType, uri: str, name: str) -> p
 def _read_prediction_file(uri: str) -> pa.Table:
     table = _read_parquet(uri, "prediction log", REQUIRED_PREDICTION_COLUMNS)
     check_prediction_schema(uri, table.schema)
+    table = with_role(table)  # a file from before the column: its rows are the champion's
     columns = {name: _cast(table[name], t, uri, name) for name, t in PREDICTION_TYPES.items()}
     result = pa.table(columns)
     if FEATURES in table.column_names:

@@ -232,8 +232,8 @@ class PredictionLogWriter:
 
     # ------------------------------------------------------------------ API
 
-    def append(self, records: Logged | Iterable[Prediction]) -> None:
-        """Buffer one prediction, a request's batch, or several predictions; never waits
+    def append(self, records: Logged | Iterable[Logged]) -> None:
+        """Buffer one prediction, a request's batch, or several of either; never waits
         for I/O."""
         if isinstance(records, Prediction | PredictionBatch):
             batch: list[Logged] = [records]

@@ -7,6 +7,11 @@ Every KServe ModelServer flag works too (--http_port, --enable_grpc, --workers, 
 The model is loaded before the server listens, so the server is ready only once it can
 answer. On SIGTERM the prediction log is flushed before the process ends.
 
+Beside the champion, a shadow model scores the same requests after they are answered
+(ctpipe.serving.shadow): by default the `challenger` alias of the champion's registered
+model (--shadow-model-uri auto), logged as `shadow` rows; `--shadow-model-uri none` turns
+it off. A canary revision serves the challenger with `--role canary`.
+
 The HTTP surface is health, readiness, metadata, inference and /metrics (see
 ctpipe.serving.http); KServe's repository load/unload and explain routes need
 --enable-repository-routes and --enable-explain. gRPC is off unless --enable_grpc true,
@@ -21,11 +26,24 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ctpipe.errors import CtpipeError
+from ctpipe.errors import ConfigError, CtpipeError
+
+if TYPE_CHECKING:
+    from ctpipe.serving.source import ModelSource
+
+# Plain values, so that `--help` costs no import of the serving stack.
+ROLE_CHAMPION = "champion"  # ctpipe.predlog.ROLE_CHAMPION
+ROLE_CANARY = "canary"  # ctpipe.predlog.ROLE_CANARY
+DEFAULT_SHADOW_QUEUE_ROWS = 10_000  # ctpipe.serving.shadow.DEFAULT_QUEUE_ROWS
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+SHADOW_AUTO = "auto"
+SHADOW_NONE = "none"
+# The registry's aliases (ctpipe.registry): the shadow of the champion is the challenger.
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
 PREDICTIONS_ENV = "CTPIPE_PREDICTIONS_URI"
 JOURNAL_ENV = "CTPIPE_LOG_JOURNAL_DIR"
 
@@ -52,6 +70,33 @@ def parser() -> argparse.ArgumentParser:
     )
     serving.add_argument(
         "--model-version", help="the version a directory model reports (deploy sets it)"
+    )
+    serving.add_argument(
+        "--shadow-model-uri",
+        default=SHADOW_AUTO,
+        help=f"a model to score in shadow after each answer, logged as shadow rows: "
+        f"'{SHADOW_AUTO}' (models:/<name>@{CHALLENGER_ALIAS} when --model-uri is "
+        f"models:/<name>@{CHAMPION_ALIAS}, else none), '{SHADOW_NONE}', or any --model-uri form; "
+        "needs the prediction log",
+    )
+    serving.add_argument(
+        "--shadow-model-sha256",
+        help="expected SHA-256 of the shadow's model.pkl, for s3:// and local directories",
+    )
+    serving.add_argument(
+        "--shadow-model-version", help="the version a directory shadow model reports"
+    )
+    serving.add_argument(
+        "--shadow-queue-rows",
+        type=int,
+        default=DEFAULT_SHADOW_QUEUE_ROWS,
+        help="most rows waiting for the shadow; beyond, shadow work is dropped (and counted)",
+    )
+    serving.add_argument(
+        "--role",
+        choices=(ROLE_CHAMPION, ROLE_CANARY),
+        default=ROLE_CHAMPION,
+        help="what the answers are logged as: the stable revision's, or a canary revision's",
     )
     serving.add_argument(
         "--predictions-uri",
@@ -142,10 +187,23 @@ def build_model(args: argparse.Namespace) -> Any:
     from ctpipe.serving.payload import RecentIds
     from ctpipe.serving.source import ModelSource
 
-    uri = args.model_uri or f"models:/{args.model_name}@champion"
+    uri = args.model_uri or f"models:/{args.model_name}@{CHAMPION_ALIAS}"
+    tracking = tracking_uri(args.config)
     source = ModelSource(
-        uri, tracking_uri(args.config), args.model_sha256, args.allow_unverified, args.model_version
+        uri, tracking, args.model_sha256, args.allow_unverified, args.model_version
     )
+    if args.shadow_queue_rows < 1:
+        raise ConfigError(f"--shadow-queue-rows must be at least 1, got {args.shadow_queue_rows}")
+    shadow_uri = shadow_model_uri(args.shadow_model_uri, source)
+    shadow = None
+    if shadow_uri is not None:
+        shadow = ModelSource(
+            shadow_uri,
+            tracking,
+            args.shadow_model_sha256,
+            args.allow_unverified,
+            args.shadow_model_version,
+        )
     writer = None
     if args.predictions_uri:
         writer = PredictionLogWriter(
@@ -166,7 +224,23 @@ def build_model(args: argparse.Namespace) -> Any:
         max_rows=args.max_batch_rows,
         reload_seconds=args.reload_seconds,
         recent_ids=recent_ids,
+        shadow=shadow,
+        shadow_queue_rows=args.shadow_queue_rows,
+        role=args.role,
     )
+
+
+def shadow_model_uri(given: str, champion: ModelSource) -> str | None:
+    """The shadow's URI from --shadow-model-uri: 'auto' follows the challenger alias of a
+    champion alias (nothing for any other champion source), 'none' is no shadow."""
+    if given == SHADOW_NONE:
+        return None
+    if given != SHADOW_AUTO:
+        return given
+    alias = champion.alias
+    if alias is None or alias[1] != CHAMPION_ALIAS:
+        return None
+    return f"models:/{alias[0]}@{CHALLENGER_ALIAS}"
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -179,6 +253,10 @@ def serve(args: argparse.Namespace) -> None:
 
     # Requests are small and arrive concurrently: a pool of spinning OpenMP threads per
     # request costs far more than it saves (and oversubscribes the pod's CPU limit).
+    # threadpoolctl limits only the libraries loaded already (BLAS, with numpy), and an
+    # OpenMP limit only in the thread that sets it; OpenMP itself is loaded with the first
+    # model and reads this variable then, for every thread (requests, the shadow worker).
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     threadpool_limits(limits=args.threads)
     os.environ[THREADS_ENV] = str(args.threads)
     quiet_kserve_deprecation()

@@ -39,6 +39,12 @@ LOG_PENDING = "ctpipe_predictor_log_pending_rows"  # {model}: rows waiting for t
 # {model}: log flushes failed in a row, 0 again after one succeeds (so a gauge)
 LOG_FAILURES = "ctpipe_predictor_log_consecutive_failed_flushes"
 LOG_LOST = "ctpipe_predictor_log_lost_rows_total"  # {model}: acknowledged rows the log lost
+# Shadow scoring (ctpipe.serving.shadow): the challenger answers the same requests, off the
+# request path. Counted in rows, as ROWS is: dropped and failed over scored is a share.
+SHADOW_ROWS = "ctpipe_predictor_shadow_rows_total"  # {model}: rows scored and logged
+SHADOW_DROPPED = "ctpipe_predictor_shadow_dropped_rows_total"  # {model}: the queue was full
+SHADOW_FAILED = "ctpipe_predictor_shadow_failed_rows_total"  # {model}: the shadow's predict failed
+SHADOW_INFO = "ctpipe_predictor_shadow_model_info"  # {model, version} = 1 for the shadow version
 
 # The model label of a request whose path names another model: labels come from the
 # server's own name, never from the URL, so no client can add series.
@@ -64,6 +70,26 @@ score = Histogram(
     buckets=SCORE_BUCKETS,
 )
 model_info = Gauge(MODEL_INFO, "The model version being served (1)", ["model", "version"])
+shadow_rows = Counter(
+    SHADOW_ROWS.removesuffix("_total"),
+    "Rows the shadow model scored after the champion answered, and logged",
+    ["model"],
+)
+shadow_dropped = Counter(
+    SHADOW_DROPPED.removesuffix("_total"),
+    "Rows left unscored by the shadow model: its queue was full",
+    ["model"],
+)
+shadow_failed = Counter(
+    SHADOW_FAILED.removesuffix("_total"),
+    "Rows the shadow model failed to score (the answers were the champion's all the same)",
+    ["model"],
+)
+shadow_info = Gauge(
+    SHADOW_INFO,
+    "The model version scoring in shadow (1; none when no shadow)",
+    ["model", "version"],
+)
 
 
 class _LogCollector:

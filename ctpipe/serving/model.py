@@ -1,4 +1,5 @@
-"""The predictor: a kserve.Model that serves the champion and follows it when it moves."""
+"""The predictor: a kserve.Model that serves the champion and follows it when it moves,
+and scores a shadow model (the challenger) on the same requests (ctpipe.serving.shadow)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import kserve
 from kserve.protocol.infer_type import InferRequest
 
-from ctpipe.predlog import PredictionBatch, PredictionLogWriter
+from ctpipe.predlog import ROLE_CANARY, ROLE_CHAMPION, PredictionBatch, PredictionLogWriter
 from ctpipe.serving import metrics
 from ctpipe.serving.http import Served, log_safe
 from ctpipe.serving.payload import (
@@ -24,6 +25,7 @@ from ctpipe.serving.payload import (
     v2_metadata,
     v2_response,
 )
+from ctpipe.serving.shadow import DEFAULT_QUEUE_ROWS, Shadow
 from ctpipe.serving.source import Loaded, ModelSource
 
 log = logging.getLogger("ctpipe.serving")
@@ -39,7 +41,13 @@ class ChampionModel(kserve.Model):
 
     Given `recent_ids`, a row id seen within its window is refused (DuplicateRequestId,
     HTTP 409) rather than logged twice; the server gives one only with a log writer: without
-    a log, ids key nothing and may repeat (infra validation times the same rows again)."""
+    a log, ids key nothing and may repeat (infra validation times the same rows again).
+
+    Given a `shadow` source and a log writer, a second model scores every request after
+    the champion answered it, off the request path, and its answers are logged as `shadow`
+    rows; answers and the x-model-version header stay the champion's. The shadow source
+    is watched with the champion's (see ctpipe.serving.shadow). `role` is what the
+    answers are logged as: `champion`, or `canary` on a canary revision."""
 
     def __init__(
         self,
@@ -50,8 +58,13 @@ class ChampionModel(kserve.Model):
         max_rows: int = 10_000,
         reload_seconds: float = 10.0,
         recent_ids: RecentIds | None = None,
+        shadow: ModelSource | None = None,
+        shadow_queue_rows: int = DEFAULT_QUEUE_ROWS,
+        role: str = ROLE_CHAMPION,
     ) -> None:
         super().__init__(name, return_response_headers=True)
+        if role not in (ROLE_CHAMPION, ROLE_CANARY):
+            raise ValueError(f"role must be {ROLE_CHAMPION!r} or {ROLE_CANARY!r}, got {role!r}")
         self.source = source
         self.log_writer = log_writer
         if log_writer is not None:
@@ -59,7 +72,18 @@ class ChampionModel(kserve.Model):
         self.recent_ids = recent_ids
         self.max_rows = max_rows
         self.reload_seconds = reload_seconds
+        self.role = role
         self.current: Loaded | None = None
+        self.shadow: Shadow | None = None
+        if shadow is not None and log_writer is None:
+            log.warning(
+                "no shadow scoring for %s: %s would be scored in shadow, but its answers go "
+                "to the prediction log and there is none (--predictions-uri)",
+                name,
+                shadow.uri,
+            )
+        elif shadow is not None and log_writer is not None:
+            self.shadow = Shadow(name, shadow, log_writer, queue_rows=shadow_queue_rows)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -67,13 +91,21 @@ class ChampionModel(kserve.Model):
 
     def load(self) -> bool:
         self._install(self.source.load())
+        if self.shadow is not None:
+            self.shadow.refresh(self._version())
+            self.shadow.start()
         self.ready = True
-        if self.source.alias is not None and self.reload_seconds > 0 and self._watcher is None:
+        watch = self.source.alias is not None or (self.shadow is not None and self.shadow.follows)
+        if watch and self.reload_seconds > 0 and self._watcher is None:
             self._watcher = threading.Thread(
                 target=self._watch, name="ctpipe-model-watcher", daemon=True
             )
             self._watcher.start()
         return self.ready
+
+    def _version(self) -> str | None:
+        loaded = self.current
+        return loaded.version if loaded is not None else None
 
     def _install(self, loaded: Loaded) -> None:
         previous = self.current
@@ -85,7 +117,10 @@ class ChampionModel(kserve.Model):
 
     def _watch(self) -> None:
         while not self._stop.wait(self.reload_seconds):
-            self.reload_if_moved()
+            if self.source.alias is not None:
+                self.reload_if_moved()
+            if self.shadow is not None:
+                self.shadow.refresh(self._version())
 
     def reload_if_moved(self) -> bool:
         """Load the version the alias points at now, if it is not the one serving."""
@@ -101,6 +136,8 @@ class ChampionModel(kserve.Model):
 
     def stop(self) -> None:
         self._stop.set()
+        if self.shadow is not None:
+            self.shadow.stop()  # scores what is queued, into the log that closes next
         if self.log_writer is not None:
             self.log_writer.close()
             metrics.log_figures.unwatch(self.name)
@@ -142,7 +179,10 @@ class ChampionModel(kserve.Model):
         for score in result.scores:
             metrics.score.labels(self.name).observe(score)
         if self.log_writer is not None:
-            self._log(loaded, payload, result.predictions, result.scores)
+            at = datetime.now(UTC)
+            self._log(loaded, payload, result.predictions, result.scores, at)
+            if self.shadow is not None:
+                self.shadow.submit(loaded, payload, at)
         if payload.protocol == "v2":
             return v2_response(self.name, loaded, payload, result)
         return v1_response(self.name, loaded, payload, result)
@@ -154,7 +194,12 @@ class ChampionModel(kserve.Model):
         return loaded
 
     def _log(
-        self, loaded: Loaded, batch: Batch, predictions: list[Any], scores: list[float]
+        self,
+        loaded: Loaded,
+        batch: Batch,
+        predictions: list[Any],
+        scores: list[float],
+        at: datetime,
     ) -> None:
         """Hand the rows to the log writer; it writes them from its own thread."""
         writer = self.log_writer
@@ -162,7 +207,7 @@ class ChampionModel(kserve.Model):
         # By column, as the request arrived: no per-row objects on the request path.
         writer.append(
             PredictionBatch(
-                batch.ids, datetime.now(UTC), loaded.version, predictions, scores, batch.columns
+                batch.ids, at, loaded.version, predictions, scores, batch.columns, role=self.role
             )
         )
 

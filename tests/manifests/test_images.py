@@ -280,9 +280,17 @@ def manifest_images(name: str) -> set[str]:
 def test_what_runs_is_what_skaffold_builds(skaffold_profile: str, compiled: Path) -> None:
     artifacts = built(profile(skaffold_profile))
     used = pipeline_images(compiled) | manifest_images(skaffold_profile)
-    names = {ref.rsplit(":", 1)[0] for ref in used}
+    # Skaffold rewrites the logical names it built; an overlay's ctpipe.yaml names the
+    # predictor's image in the registry itself (deploy.image: <registry>/ctpipe/serving), so
+    # that the rollout renders the same one.
+    names = {
+        images.logical_name(role) if (role := images.role_of(ref)) else ref.rsplit(":", 1)[0]
+        for ref in used
+    }
     tags = {ref.rsplit(":", 1)[1] for ref in used}
     assert names <= artifacts, f"run but not built by skaffold -p {skaffold_profile}"
+    for ref in used - {r for r in used if r.startswith("ctpipe/")}:
+        assert images.role_of(ref) == images.SERVING, f"{ref}: only deploy.image names a registry"
     assert tags == {__version__}
     # The CUDA trainer runs in (and only in) the GPU profile, which skaffold builds it for.
     steps = {ref.rsplit(":", 1)[0] for ref in pipeline_images(compiled)}

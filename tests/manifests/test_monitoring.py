@@ -23,6 +23,10 @@ def exported_names() -> set[str]:
     m = monitor_metrics
     names = {m.DRIFT_SHARE, m.FEATURE_DRIFT, m.DECISION, m.TRIGGER_FIRED, m.CHAMPION_AGE}
     names |= {m.LABELLED_METRIC, m.LAST_RUN, m.ROWS, m.BLOCKED, m.FAILED_RUNS, m.SCHEMA_PENDING}
+    # Every other name the monitor pushes (the rollout's, for one), by its module constants.
+    names |= {
+        v for k, v in vars(m).items() if k.isupper() and isinstance(v, str) and METRIC.fullmatch(v)
+    }
     names |= {serving.REQUESTS, serving.ROWS, serving.MODEL_INFO, serving.LOG_PENDING}
     names |= {serving.LOG_FAILURES, serving.LOG_LOST}
     for histogram in (serving.LATENCY, serving.SCORE):
@@ -54,6 +58,7 @@ def test_the_promised_alerts_exist() -> None:
         "CtpipeModelStale",
         "CtpipePredictorErrorRate",
         "CtpipeMonitorBlocked",
+        "CtpipeRolloutRolledBack",
     ):
         assert name in found
         assert found[name]["labels"]["severity"] in {"warning", "critical"}
@@ -176,6 +181,13 @@ LOST_TEXT = (
     "The predictor's memory buffer and its local journal were both full or failing, so "
     "acknowledged rows were dropped. Check the object store, the journal volume and the "
     "predictor's log."
+)
+ROLLBACK_TEXT = (
+    "A challenger that passed the gate on history was rolled back on live traffic: the "
+    "champion serves all traffic again, at its own pinned version, and the challenger stays "
+    "registered. `ctpipe rollout status` and the rollout's decision records "
+    "(state_dir/monitor/<model>) give the evidence; retrain or fix the data before the next "
+    "challenger."
 )
 # Synthetic series (one sample a minute) that must fire each alert, next to series that must
 # not, as Prometheus itself evaluates them: promtool's rule unit tests. The expected
@@ -395,6 +407,43 @@ RULE_TESTS += [
                     }
                 ],
             },
+        ],
+    },
+]
+
+
+RULE_TESTS += [
+    {
+        "interval": "1m",
+        "input_series": [
+            # The monitor pushes the counter on every run; a rollback at minute 60. Another
+            # model's rollout never rolls back.
+            {
+                "series": 'ctpipe_rollout_rollbacks_total{job="ctpipe-monitor",model="m"}',
+                "values": "0x59 1x180",
+            },
+            {
+                "series": 'ctpipe_rollout_rollbacks_total{job="ctpipe-monitor",model="ok"}',
+                "values": "0x240",
+            },
+        ],
+        "alert_rule_test": [
+            {"eval_time": "55m", "alertname": "CtpipeRolloutRolledBack", "exp_alerts": []},
+            {
+                "eval_time": "90m",
+                "alertname": "CtpipeRolloutRolledBack",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"model": "m", "severity": "warning"},
+                        "exp_annotations": {
+                            "summary": "m: the rollout rolled a challenger back",
+                            "description": ROLLBACK_TEXT,
+                        },
+                    }
+                ],
+            },
+            # An hour on, the rollback is no news.
+            {"eval_time": "3h", "alertname": "CtpipeRolloutRolledBack", "exp_alerts": []},
         ],
     },
 ]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ctpipe import __version__, deploy
+from ctpipe.components import images
 from ctpipe.config import from_dict
 from ctpipe.pipelines import continuous_training as pipeline
 from ctpipe.pipelines import submit
@@ -43,7 +44,8 @@ def test_every_image_is_pinned(rendered: list[Doc]) -> None:
         name, _, tag = image.rpartition(":")
         assert "@sha256:" in image or (name and "/" not in tag), f"{where}: {image} has no tag"
         assert tag != "latest", f"{where}: {image}"
-        if image.startswith("ctpipe/"):
+        # ctpipe/<image>, or <registry>/ctpipe/<image> where an overlay's deploy.image says so.
+        if images.role_of(image):
             assert tag == __version__, f"{where}: {image} (the ctpipe version is {__version__})"
         else:
             assert image in THIRD_PARTY_IMAGES, f"{where}: unexpected image {image}"
@@ -58,6 +60,58 @@ def test_rbac_is_least_privilege(rendered: list[Doc]) -> None:
             assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(
                 rule["verbs"]
             )
+    assert {r["metadata"]["name"] for r in find(rendered, "Role")} == {
+        "ctpipe-deployer",
+        "ctpipe-rollout",
+    }
+
+
+def test_the_monitor_may_apply_the_predictor_and_nothing_more(rendered: list[Doc]) -> None:
+    """The rollout runs in the monitor's CronJob and server-side-applies the predictor's
+    InferenceService (ctpipe.deploy.apply): a PATCH that creates the object when it is not
+    there. That, and reading it back, is all its Kubernetes identity may do."""
+    role = one(rendered, "Role", "ctpipe-rollout")
+    isvc = {"apiGroups": [deploy.GROUP], "resources": [deploy.PLURAL]}
+    assert role["rules"] == [
+        {**isvc, "resourceNames": ["ctpipe-demo"], "verbs": ["get", "patch"]},
+        {**isvc, "verbs": ["create"]},  # RBAC cannot limit create by name
+    ]
+    binding = one(rendered, "RoleBinding", "ctpipe-rollout")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "ctpipe-rollout",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ctpipe-monitor", "namespace": NAMESPACE}
+    ]
+    # The monitor's bindings: this Role and KFP's; nothing else binds its service account.
+    bound = {
+        b["metadata"]["name"]
+        for b in find(rendered, "RoleBinding")
+        if any(s["name"] == "ctpipe-monitor" for s in b["subjects"])
+    }
+    assert bound == {"ctpipe-rollout", "ctpipe-monitor-kfp-edit"}
+    # Its API token: projected into the monitor container only (not the compaction before
+    # it), where in-cluster clients look, for the API server's own audience.
+    from kubernetes.config import incluster_config
+
+    token_dir, token_file = incluster_config.SERVICE_TOKEN_FILENAME.rsplit("/", 1)
+    pod = one(rendered, "CronJob", "ctpipe-monitor")["spec"]["jobTemplate"]["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    (monitor,) = spec["containers"]
+    (mount,) = [m for m in monitor["volumeMounts"] if m["mountPath"] == token_dir]
+    assert mount["readOnly"] is True
+    for init in spec["initContainers"]:
+        assert mount["name"] not in {m["name"] for m in init["volumeMounts"]}, init["name"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    sources = volume["projected"]["sources"]
+    (token,) = [s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s]
+    assert token["path"] == token_file and "audience" not in token
+    (ca,) = [s["configMap"] for s in sources if "configMap" in s]
+    ca_file = incluster_config.SERVICE_CERT_FILENAME.rsplit("/", 1)[1]
+    assert ca["name"] == "kube-root-ca.crt" and ca["items"] == [{"key": "ca.crt", "path": ca_file}]
 
 
 def test_every_container_has_resources_and_the_restricted_fields(rendered: list[Doc]) -> None:
@@ -99,6 +153,7 @@ def test_only_the_gpu_overlay_asks_for_gpus() -> None:
         "tolerations"
     ]
     assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert predictor["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
 def test_monitor_cronjob(rendered: list[Doc]) -> None:

@@ -252,9 +252,10 @@ def test_render_canary_promote_and_gpu(served_config: Config) -> None:
     container = predictor["containers"][0]
     assert container["image"].startswith("ctpipe/serving:")
     assert (
-        "--model-sha256" in container["args"]
-        or f"models:/{served_config.model_name}/{ref.version}" in container["args"]
+        f"--model-sha256={location.sha256}" in container["args"]
+        or f"--model-uri=models:/{served_config.model_name}/{ref.version}" in container["args"]
     )
+    assert "--role=canary" in container["args"] and "--shadow-model-uri=none" in container["args"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     promote = deploy.render(served_config, location, 100)
     assert "canaryTrafficPercent" not in promote["spec"]["predictor"]

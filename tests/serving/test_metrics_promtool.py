@@ -30,6 +30,10 @@ FAMILIES = {
     metrics.LOG_PENDING: "gauge",
     metrics.LOG_FAILURES: "gauge",
     metrics.LOG_LOST.removesuffix("_total"): "counter",
+    metrics.SHADOW_ROWS.removesuffix("_total"): "counter",
+    metrics.SHADOW_DROPPED.removesuffix("_total"): "counter",
+    metrics.SHADOW_FAILED.removesuffix("_total"): "counter",
+    metrics.SHADOW_INFO: "gauge",
 }
 
 

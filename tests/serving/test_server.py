@@ -168,6 +168,11 @@ def test_hot_reload_under_load_drops_nothing_and_the_log_keeps_every_request(
         current = registry.champion(served_config)
         version = train_and_register(served_config, tmp_path / "v2", seed=8)
         assert version != current.version
+        # Under a progressive rollout, registration names it challenger (scored in shadow
+        # meanwhile): the champion alias moves here either way.
+        registry.client(served_config).set_registered_model_alias(
+            served_config.model_name, registry.CHAMPION, version
+        )
         deadline = time.monotonic() + 60
         while "2" not in versions and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -183,8 +188,11 @@ def test_hot_reload_under_load_drops_nothing_and_the_log_keeps_every_request(
     ids = logged.column(predlog.REQUEST_ID).to_pylist()
     assert sorted(ids) == sorted(sent) and len(set(ids)) == len(ids)
     assert set(logged.column(predlog.MODEL_VERSION).to_pylist()) == {"1", "2"}
-    # Restore the module's champion for other tests.
+    # Restore the module's champion for other tests, with no challenger.
     registry.promote(served_config, current.version, expected_champion=version)
+    client = registry.client(served_config)
+    if registry.get_alias(served_config, "challenger", client) is not None:
+        client.delete_registered_model_alias(served_config.model_name, "challenger")
 
 
 def test_a_missing_model_keeps_the_server_down(served_config: Config, tmp_path: Path) -> None:

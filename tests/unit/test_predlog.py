@@ -346,7 +346,12 @@ def test_reads_open_only_the_date_folders_of_the_window(tmp_path: Path, days_wid
 def test_empty_reads_have_the_log_schema(tmp_path: Path) -> None:
     nothing = predlog.read_predictions(str(tmp_path / "missing"), MODEL)
     assert nothing.num_rows == 0
-    assert nothing.column_names == [*predlog.REQUIRED_PREDICTION_COLUMNS, predlog.FEATURES]
+    assert nothing.column_names == [
+        *predlog.REQUIRED_PREDICTION_COLUMNS,
+        predlog.ROLE,
+        predlog.FEATURES,
+    ]
+    assert list(predlog.ALL_PREDICTION_COLUMNS) == nothing.column_names
     assert nothing.schema.field(predlog.TIMESTAMP).type == predlog.TIMESTAMP_TYPE
 
     write_days(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,40 @@ def test_registering_a_saved_directory_never_loads_the_model(
     np.testing.assert_array_equal(
         registry.load_model(ref).predict_proba(example), model.predict_proba(example)
     )
+
+
+def test_every_alias_move_is_recorded_with_who_and_why(small_config: Config) -> None:
+    model, example = _model(small_config)
+    v1 = _register(small_config, model, example)
+    v2 = _register(small_config, model, example)
+    registry.promote(small_config, v1, None, by="tester", why="first")
+    registry.name_challenger(small_config, v2, v1, by="register (run r-2)")
+    assert registry.champion(small_config).version == v1  # a challenger moves nothing else
+    assert registry.get_alias(small_config, registry.CHALLENGER).version == v2
+    with pytest.raises(RegistryError, match="not named challenger"):
+        registry.name_challenger(small_config, v2, "99", by="stale run")
+    registry.promote(small_config, v2, v1, by="rollout controller", why="live traffic")
+    moves = [(m.alias, m.version, m.before, m.by) for m in registry.alias_history(small_config)]
+    assert moves == [
+        (registry.CHAMPION, v1, None, "tester"),
+        (registry.CHALLENGER, v2, None, "register (run r-2)"),
+        (registry.PREVIOUS, v1, None, "rollout controller"),
+        (registry.CHAMPION, v2, v1, "rollout controller"),
+        (registry.CHALLENGER, None, v2, "rollout controller"),
+    ]
+    assert registry.get_alias(small_config, registry.CHALLENGER) is None
+    tags = registry.version_ref(registry.client(small_config), small_config.model_name, v2).tags
+    assert json.loads(tags[f"{registry.TAG_ALIAS}{registry.CHAMPION}"])["why"] == "live traffic"
+
+
+def test_an_alias_move_that_cannot_be_recorded_does_not_happen(
+    small_config: Config, tmp_path: Path
+) -> None:
+    model, example = _model(small_config)
+    v1 = _register(small_config, model, example)
+    blocker = Path(registry.audit_root(small_config))
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the audit folder belongs")
+    with pytest.raises(Exception, match="aliases"):
+        registry.promote(small_config, v1, None, by="tester")
+    assert registry.champion(small_config) is None
