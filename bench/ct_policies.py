@@ -2,9 +2,10 @@
 demo's synthetic stream and on real time-ordered data, with the target of issue 14.
 
 Streams (`--streams`, default both):
-    demo     the stream of `ctpipe demo` (`scenarios.demo_stream()`): 24 batches of 1,000
-             rows, an abrupt change (features and labelling rule) at batch 9 and a gradual
-             one over batches 17-21; the demo's two candidates
+    demo     the stream of `ctpipe demo` (`scenarios.demo_stream()`): 30 batches of 1,000
+             rows, an abrupt change (features and labelling rule) at batch 9, a gradual
+             one over batches 17-21 and a transient one over 24-25; the demo's two
+             candidates
     seattle  Seattle's daily weather 2012-2015 (vega_datasets' seattle-weather.csv,
              `scenarios.seattle_weather()`): will it rain today; batches of 60 days; the
              change in it is the seasons; one linear candidate

@@ -20,9 +20,9 @@ def register(
     kfp_run_id: str,
     kfp_run_name: str,
     reason: str,
-) -> NamedTuple(
+) -> NamedTuple(  # type: ignore[valid-type]  # KFP reads this form
     "Outputs", [("version", str), ("storage_uri", str), ("sha256", str), ("alias", str)]
-):  # type: ignore[valid-type]  # KFP reads this form
+):
     """Register the model directory infra validation served (`served`) as a new version,
     with its training snapshot (`profile`, `reference`), and name it: `challenger` under a
     progressive rollout, else `champion` (the old one becomes `previous`). Returns the

@@ -308,11 +308,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out).resolve()
     _fresh(out, force=True)
-    print("ctpipe demo: a stream of 24 batches x 1,000 rows with two changes in it:")
+    print("ctpipe demo: a stream of 30 batches x 1,000 rows with three changes in it:")
     print("  - an abrupt change at batch 9 (features shift, and the labelling rule moves)")
     print("  - a gradual change from batch 17 to 21")
+    print("  - a transient one: the old labelling rule is back for batches 24 and 25")
     print("The champion predicts each batch before its labels arrive (one batch later); the")
-    print("monitor checks every batch and submits the real pipeline (kfp.local) when it must.\n")
+    print("monitor checks every batch and submits the real pipeline (kfp.local) when it must.")
+    print("A blessed challenger is rolled out on live traffic: in shadow, then as a canary on")
+    print(
+        "25% of the rows; it becomes the champion only if it wins there, else it is rolled back.\n"
+    )
     stream = scenarios.demo_stream()
     base = config_module.from_dict(
         {
@@ -327,6 +332,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             # Abrupt concept drift: rows from before a change only teach the old world, and
             # a backtest on the newest labelled rows says when that is.
             "train": {"window": "auto"},
+            # A blessed challenger earns the champion's place on live traffic: shadow,
+            # then a quarter of the rows as the canary.
+            "deploy": {"canary_traffic_percent": 25, "rollout": {"strategy": "progressive"}},
         },
         source="demo",
     )
@@ -361,9 +369,14 @@ def _report_simulation(sim: Any) -> None:
     summary = sim.summary()
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary["prequential"].items())
     failed = summary.get("failed_runs", 0)
+
+    def count(number: int, noun: str) -> str:
+        return f"{number} {noun}{'' if number == 1 else 's'}"
+
+    rollbacks = f"{count(sim.rollbacks, 'rollback')}, " if sim.rollbacks else ""
     print(
-        f"\nprequential {scores}; {sim.retrains} retrains, {sim.promotions} promotions, "
-        f"{failed} failed run{'' if failed == 1 else 's'}"
+        f"\nprequential {scores}; {count(sim.retrains, 'retrain')}, "
+        f"{count(sim.promotions, 'promotion')}, {rollbacks}{count(failed, 'failed run')}"
     )
     seconds = summary["compute_seconds"]
     print(
@@ -391,6 +404,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         argv += ["--model-uri", args.model_uri]
     if not args.no_log:
         argv += ["--predictions-uri", predictions_root(config)]
+    if config.deploy.rollout.strategy == "progressive" and not args.model_uri:
+        # Follow the rollout as the InferenceService does: shadow, then the canary's share.
+        from ctpipe.rollout.state import RolloutStore
+
+        argv += ["--rollout-state", RolloutStore(config.state_dir, config.model_name).uri]
+    if not config.deploy.rollout.shadow:
+        argv += ["--shadow-model-uri", "none"]
     os.environ.setdefault(registry.TRACKING_ENV, registry.tracking_uri(config.state_dir))
     print(
         f"serving {config.model_name} on http://{args.host}:{args.port} (v1 and v2 REST); Ctrl-C stops it"
@@ -809,7 +829,9 @@ def _deploy_command(commands: Any, config_option: argparse.ArgumentParser) -> No
 
 def _demo_command(commands: Any) -> None:
     demo = commands.add_parser(
-        "demo", help="simulate the built-in stream with an abrupt and a gradual drift"
+        "demo",
+        help="simulate the built-in stream (an abrupt, a gradual and a transient change) with "
+        "progressive rollouts",
     )
     demo.add_argument(
         "--out",

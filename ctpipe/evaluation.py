@@ -292,21 +292,14 @@ def paired_bootstrap(
     deltas = []
     for weights in bootstrap_weights(len(target.values), samples, seed):
         deltas.append(sign * (fn(target, challenger, weights) - fn(target, champion, weights)))
-    delta = np.concatenate(deltas)
-    delta = delta[np.isfinite(delta)]
-    tail = (1.0 - confidence) / 2.0
-    challenger_value = metric_value(metric, target, challenger)
-    champion_value = metric_value(metric, target, champion)
-    return Comparison(
-        metric=metric,
-        challenger=challenger_value,
-        champion=champion_value,
-        improvement=sign * (challenger_value - champion_value),
-        low=float(np.quantile(delta, tail)),
-        high=float(np.quantile(delta, 1.0 - tail)),
-        confidence=confidence,
-        samples=len(delta),
-        champion_version=champion_version,
+    return _comparison(
+        metric,
+        (target, challenger),
+        (target, champion),
+        sign,
+        np.concatenate(deltas),
+        confidence,
+        champion_version,
     )
 
 
@@ -335,6 +328,19 @@ def two_sample_bootstrap(
         )
 
     delta = sign * (replicates(*challenger, seed) - replicates(*champion, seed + 1))
+    return _comparison(metric, challenger, champion, sign, delta, confidence, champion_version)
+
+
+def _comparison(
+    metric: str,
+    challenger: tuple[Target, Scores],
+    champion: tuple[Target, Scores],
+    sign: float,
+    delta: np.ndarray,
+    confidence: float,
+    champion_version: str,
+) -> Comparison:
+    """The point estimates and the percentile interval of the resampled differences."""
     delta = delta[np.isfinite(delta)]
     tail = (1.0 - confidence) / 2.0
     challenger_value = metric_value(metric, *challenger)

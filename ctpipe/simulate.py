@@ -9,6 +9,10 @@ For each batch, in time order:
        so far, gates against the champion on the newest of them, and promotes the winner.
        A run that fails is part of the replay too: it is recorded, the champion stays,
        and the monitor backs off (or, after too many in a row, blocks) as it would live.
+    6. under deploy.rollout.strategy progressive, a blessed challenger is rolled out as
+       the predictor and KServe would: it scores each batch in shadow (logged as shadow
+       rows), then answers deploy.canary_traffic_percent of the rows as the canary, and
+       the monitor's rollout controller promotes or rolls it back on those answers.
 
 So the prequential metric is honest: every prediction is made by a model that never saw
 its label. Users run this on their own data to choose a policy.
@@ -42,6 +46,9 @@ POLICIES = ("never", "schedule:K", "drift", "performance", "auto")
 # champion that no trigger faults still ages: seasons it never saw, slow drift that stays
 # under every threshold.
 AUTO_BACKSTOP_BATCHES = 8
+# What a monitor visit's rollout step did, when it moved (waiting and idle are not moves).
+ROLLOUT_MOVES = ("began", "canary", "promoted", "rolled_back")
+ROLLOUT_TIMEOUT_BATCHES = 6
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,15 @@ class BatchRecord:
     metric: float | None = None  # on this batch's predictions, once its labels are known
     run: str | None = None
     blessed: bool | None = None
+    registered: str | None = None  # the version a blessed run registered
     failed: bool = False  # the submitted run failed; the champion stayed
     error: str | None = None  # why it failed (short), or why the monitor is blocked
+    # The rollout as this batch was served: "shadow", "canary", or None; and what the
+    # monitor's rollout step decided after it: wait, canary, promoted, rolled_back (or None).
+    served_as: str | None = None
+    challenger: str | None = None  # the version in shadow or canary while this batch was served
+    rollout: str | None = None
+    rollout_reason: str | None = None
 
 
 @dataclass
@@ -96,6 +110,7 @@ class Simulation:
     batches: list[BatchRecord] = field(default_factory=list)
     retrains: int = 0  # runs submitted, failed ones included
     promotions: int = 0
+    rollbacks: int = 0  # challengers rolled back on live traffic
     failed_runs: int = 0
     prequential: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -109,6 +124,7 @@ class Simulation:
             "prequential": self.prequential,
             "retrains": self.retrains,
             "promotions": self.promotions,
+            "rollbacks": self.rollbacks,
             "failed_runs": self.failed_runs,
             "compute_seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "timeline": [dataclasses.asdict(b) for b in self.batches],
@@ -189,7 +205,23 @@ def prepare_config(
     data = dataclasses.replace(
         base.data, uri=str(out_dir / "train" / "data.parquet"), window=config_module.Window()
     )
-    return base.replace(state_dir=str(out_dir / "state"), data=data, monitor=monitor)
+    # A rollout in batches: one labelled batch of canary rows (its random share of the
+    # batch, so about half the expected count to be safe) is enough evidence, and a
+    # challenger without a verdict after ROLLOUT_TIMEOUT_BATCHES is rolled back. A replay
+    # never touches a cluster.
+    rollout = base.deploy.rollout
+    canary_rows = batch * base.deploy.canary_traffic_percent // 100
+    deploy = dataclasses.replace(
+        base.deploy,
+        apply="never",
+        rollout=dataclasses.replace(
+            rollout,
+            timeout=span(ROLLOUT_TIMEOUT_BATCHES),
+            min_labelled=min(rollout.min_labelled, max(10, (canary_rows or batch) // 2)),
+            min_requests=min(rollout.min_requests, max(1, canary_rows or batch)),
+        ),
+    )
+    return base.replace(state_dir=str(out_dir / "state"), data=data, monitor=monitor, deploy=deploy)
 
 
 def run(
@@ -304,6 +336,37 @@ def _batch_span(stream: pa.Table, config: Config, batch: int, count: int) -> flo
     return float(np.median(np.diff(times[: count * batch : batch]))) if count > 1 else 3600.0
 
 
+class ReplayHealth:
+    """The replay as the predictors' /metrics would show it: requests and failed requests of
+    each version, cumulative (a rollout.health.HealthSource for the canary's guardrails).
+    A replay predicts a batch at once, so it has no request latency: p95 is not measured
+    (infra validation timed single requests before registration), and the timeline stays
+    the same on any machine."""
+
+    def __init__(self) -> None:
+        from ctpipe.rollout.health import Counters
+
+        self.counters: dict[str, Counters] = {}
+
+    def count(self, version: str, rows: int, errors: int = 0) -> None:
+        from ctpipe.rollout.health import Counters
+
+        self.counters[version] = self.counters.get(version, Counters()) + Counters(
+            float(rows), float(errors)
+        )
+
+    def baseline(self, model: str) -> dict[str, Any]:
+        return {version: c.to_dict() for version, c in self.counters.items()}
+
+    def measure(self, model: str, since: datetime, now: datetime, baseline: Any) -> dict[str, Any]:
+        from ctpipe.rollout.health import Counters
+
+        return {
+            version: (c - Counters.from_dict(baseline.get(version, {}))).health()
+            for version, c in self.counters.items()
+        }
+
+
 @dataclass
 class _Replay:
     """A replay in progress: the stream cut into batches, the champions' predictions so
@@ -326,6 +389,7 @@ class _Replay:
         default_factory=lambda: {"pipeline": 0.0, "monitor": 0.0, "predict": 0.0}
     )
     started: float = field(default_factory=time.perf_counter)
+    health: ReplayHealth = field(default_factory=ReplayHealth)
 
     def rows(self, first: int, last: int) -> pa.Table:
         return self.stream.slice(first * self.batch, (last - first) * self.batch)
@@ -364,17 +428,16 @@ class _Replay:
         self.say(f"{'':<41}({metric_column}: of the batch whose labels just arrived)")
 
     def step(self, index: int) -> None:
-        """One batch: the champion predicts it, the labels `label_delay` batches back
-        arrive, the monitor runs with the batch's end as now."""
+        """One batch: the champion (and a challenger in rollout) predicts it, the labels
+        `label_delay` batches back arrive, the monitor runs with the batch's end as now."""
         from ctpipe.monitor.runner import run_monitor
 
         config = self.config
         part = self.rows(index, index + 1)
         champion = registry.champion(config)
         assert champion is not None
-        names, scores = self.predict(champion, part)
+        names, scores, served_as, challenger = self.serve(index, part, champion)
         self.predicted[index] = (champion.version, names, scores)
-        _log_predictions(config, part, champion.version, names, scores)
         revealed = index - self.label_delay
         if revealed >= self.first:
             _reveal_labels(config, self.rows(revealed, revealed + 1))
@@ -382,18 +445,83 @@ class _Replay:
             self.write_training(revealed)
         now = part.column(config.timestamp)[-1].as_py() + timedelta(microseconds=1)
         tick = time.perf_counter()
-        outcome = run_monitor(config, self.submitter, now=now, report=False)
+        outcome = run_monitor(config, self.submitter, now=now, report=False, health=self.health)
         record = self.record(index, part, champion.version, outcome, time.perf_counter() - tick)
+        if served_as is not None:
+            record.served_as, record.challenger = served_as, challenger
         self.sim.batches.append(record)
         if revealed >= self.first:
             self.score(revealed)
         self.say(_timeline_line(record, self.sim.batches, self.first, self.label_delay, outcome))
 
-    def predict(self, champion: registry.ModelRef, part: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        if champion.version not in self.models:
-            self.models[champion.version] = registry.load_model(champion)
+    def serve(
+        self, index: int, part: pa.Table, champion: registry.ModelRef
+    ) -> tuple[np.ndarray, np.ndarray, str | None, str | None]:
+        """Answer the batch as production would, and log it: the champion alone; beside a
+        challenger in shadow; or with the canary answering its share of the rows. Returns
+        the answers callers got, how the batch was served and the challenger's version."""
+        from ctpipe import predlog
+        from ctpipe.rollout.state import CANARY, SHADOW, RolloutStore
+
+        config = self.config
+        names, scores = self.predict(champion, part)
+        rollout = RolloutStore(config.state_dir, config.model_name).load()
+        live = rollout is not None and rollout.phase in (SHADOW, CANARY)
+        if not live or rollout is None:
+            _log_predictions(config, part, champion.version, names, scores)
+            self.health.count(champion.version, part.num_rows)
+            return names, scores, None, None
+        version = rollout.challenger
+        challenger = registry.version_ref(registry.client(config), config.model_name, version)
+        try:
+            theirs = self.predict(challenger, part)
+        except Exception:  # a challenger that cannot answer: its requests fail
+            theirs = None
+        canary = np.zeros(part.num_rows, bool)
+        if rollout.phase == CANARY:
+            picked = np.random.default_rng([index, 7]).random(part.num_rows)
+            canary = picked < rollout.traffic_percent / 100
+        ours = ~canary
+        kept = pa.array(ours)
+        _log_predictions(config, part.filter(kept), champion.version, names[ours], scores[ours])
+        self.health.count(champion.version, int(ours.sum()))
+        if theirs is None:
+            self.health.count(version, int(canary.sum()), errors=int(canary.sum()))
+            return (
+                names,
+                scores,
+                rollout.phase,
+                version,
+            )  # failed canary rows: the champion answers a retry
+        their_names, their_scores = theirs
+        # The champion's revision keeps the challenger in shadow through the canary.
+        _log_predictions(
+            config,
+            part.filter(kept),
+            version,
+            their_names[ours],
+            their_scores[ours],
+            predlog.ROLE_SHADOW,
+        )
+        if canary.any():
+            _log_predictions(
+                config,
+                part.filter(pa.array(canary)),
+                version,
+                their_names[canary],
+                their_scores[canary],
+                predlog.ROLE_CANARY,
+            )
+            self.health.count(version, int(canary.sum()))
+        served_names = np.where(canary, their_names, names)
+        served_scores = np.where(canary, their_scores, scores)
+        return served_names, served_scores, rollout.phase, version
+
+    def predict(self, model: registry.ModelRef, part: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        if model.version not in self.models:
+            self.models[model.version] = registry.load_model(model)
         tick = time.perf_counter()
-        names, scores = _predict(self.models[champion.version], part, self.config)
+        names, scores = _predict(self.models[model.version], part, self.config)
         self.clock["predict"] += time.perf_counter() - tick
         return names, scores
 
@@ -414,11 +542,21 @@ class _Replay:
             champion_after=after.version if after else champion,
         )
         sim = self.sim
+        sim.promotions += int(record.champion_after != champion)
+        for rolled in outcome.rollout_steps:
+            # A verdict, a step to canary or a wait is what the batch shows; a rollout that
+            # began in the same visit shows in the next batch's serving.
+            if rolled.rollout is not None and rolled.action in (*ROLLOUT_MOVES[1:], "wait"):
+                record.rollout = rolled.action
+                record.rollout_reason = rolled.reasons[-1] if rolled.reasons else None
+                record.challenger = rolled.rollout.challenger
+                sim.rollbacks += int(rolled.action == "rolled_back")
         if outcome.run is not None:
             self.clock["pipeline"] += elapsed
             sim.retrains += 1
             record.run, record.blessed = outcome.run.run_name, outcome.run.blessed
-            sim.promotions += int(bool(outcome.run.blessed))
+            if outcome.run.blessed:
+                record.registered = outcome.run.champion_version
             if outcome.run.failed:
                 record.failed, record.error = True, short_error(outcome.run.error, 500)
                 sim.failed_runs += 1
@@ -512,7 +650,8 @@ def _champion_rows(replay: _Replay) -> pa.Table | None:
     """The rows the final champion's run was offered: the first run's batches, or the
     labelled rows as of the batch whose run promoted it (its train.window may have used
     fewer)."""
-    promoted = [b for b in replay.sim.batches if b.blessed and not b.failed]
+    final = registry.champion(replay.config)
+    promoted = [b for b in replay.sim.batches if final and b.registered == final.version]
     if not promoted:
         return replay.rows(0, replay.first)
     labelled = replay.rows(0, max(promoted[-1].batch - replay.label_delay, 0) + 1)
@@ -532,10 +671,17 @@ def _predict(model: Any, part: pa.Table, config: Config) -> tuple[np.ndarray, np
 
 
 def _log_predictions(
-    config: Config, part: pa.Table, version: str, names: np.ndarray, scores: np.ndarray
+    config: Config,
+    part: pa.Table,
+    version: str,
+    names: np.ndarray,
+    scores: np.ndarray,
+    role: str = "champion",
 ) -> None:
     from ctpipe import predlog
 
+    if part.num_rows == 0:
+        return
     reserved = {config.target, config.timestamp, config.id_column}
     feature_names = [c for c in part.column_names if c not in reserved]
     features = part.select(feature_names).to_pylist()
@@ -549,6 +695,7 @@ def _log_predictions(
             predlog.prediction_text(n.item() if hasattr(n, "item") else n),
             float(s),
             f,
+            role,
         )
         for i, t, n, s, f in zip(ids, stamps, names, scores, features, strict=True)
     ]
@@ -629,23 +776,43 @@ def _timeline_line(
     shown = done[record.batch - first - delay].metric if record.batch - first - delay >= 0 else None
     metric = f"{shown:.3f}" if shown is not None else "-"
     line = f"{record.batch:>5}  {record.start:<16} {record.rows:>6}  {drift:>6}  {metric:>7}  {'v' + record.champion:>8}  "
+    if record.served_as is not None:
+        line += f"[v{record.challenger} in {record.served_as}] "
+    return line + _monitor_words(record, outcome) + _rollout_words(record)
+
+
+def _monitor_words(record: BatchRecord, outcome: Any) -> str:
     if record.action == "submit":
         if record.failed:
             verdict = f"run failed: {short_error(record.error, 140)}, champion stays"
-        elif record.blessed:
+        elif record.blessed and record.champion_after == record.registered:
             verdict = f"challenger blessed -> champion switched to v{record.champion_after}"
+        elif record.blessed:
+            verdict = f"challenger v{record.registered} blessed -> rolled out (shadow first)"
         else:
             verdict = "challenger refused by the gate, champion stays"
-        return line + f"{' + '.join(record.fired)} detected -> run submitted -> {verdict}"
+        return f"{' + '.join(record.fired)} detected -> run submitted -> {verdict}"
     if record.action == "blocked":
         fired = f"{' + '.join(record.fired)} fired, " if record.fired else ""
-        return line + f"{fired}{short_error(record.error, 140)} -> nothing submitted"
+        return f"{fired}{short_error(record.error, 140)} -> nothing submitted"
     if record.action == "skip":
         held = next(
             (r for r in reversed(outcome.decision.reasons) if not r.startswith("fired:")), ""
         )
-        return line + f"{' + '.join(record.fired)} fired, held back ({held})"
-    return line + "-"
+        return f"{' + '.join(record.fired)} fired, held back ({held})"
+    return "-"
+
+
+def _rollout_words(record: BatchRecord) -> str:
+    if record.rollout in (None, "began"):
+        return ""
+    verdict = {
+        "wait": "waiting",
+        "canary": "to canary",
+        "promoted": f"PROMOTED (champion now v{record.champion_after})",
+        "rolled_back": "ROLLED BACK",
+    }[record.rollout]
+    return f"; rollout v{record.challenger}: {verdict} ({short_error(record.rollout_reason, 160)})"
 
 
 def plot(sim: Simulation, path: Path) -> None:
@@ -660,12 +827,22 @@ def plot(sim: Simulation, path: Path) -> None:
 # What the timeline marks, each with its legend entry: a run's outcome (a vertical line on
 # both panels) and the monitor holding back or being blocked (a marker on the drift panel).
 RUN_MARKS = {
-    "blessed": ("green", "--", "run submitted: challenger blessed, promoted"),
+    "blessed": ("green", "--", "run submitted: challenger blessed"),
     "refused": ("red", "--", "run submitted: challenger refused by the gate"),
     "failed": ("black", ":", "run submitted and failed: champion stays"),
 }
+# A rollout: the batches served with the challenger in shadow or as the canary (shaded),
+# and its verdict (a solid line).
+ROLLOUT_SPANS = {
+    "shadow": ("#9467bd", "challenger in shadow"),
+    "canary": ("#ff7f0e", "challenger as canary"),
+}
+ROLLOUT_MARKS = {
+    "promoted": ("green", "rollout: promoted to champion"),
+    "rolled_back": ("red", "rollout: rolled back"),
+}
 HELD_MARKS = {
-    "skip": ("v", "grey", "trigger fired, held back (cooldown, too few rows)"),
+    "skip": ("v", "grey", "trigger fired, held back (cooldown, too few rows, a rollout)"),
     "blocked": ("x", "black", "monitor blocked: nothing submitted"),
 }
 
@@ -688,8 +865,9 @@ def figure(sim: Simulation) -> Any:
     top.set_ylabel(sim.metric_name)
     top.set_title(
         f"{sim.title or f'ctpipe simulate ({sim.policy})'}\npolicy {sim.policy}: "
-        f"{sim.retrains} retrains, {sim.promotions} promotions"
-        + (f", {sim.failed_runs} failed runs" if sim.failed_runs else ""),
+        f"{_count(sim.retrains, 'retrain')}, {_count(sim.promotions, 'promotion')}"
+        + (f", {_count(sim.rollbacks, 'rollback')}" if sim.rollbacks else "")
+        + (f", {_count(sim.failed_runs, 'failed run')}" if sim.failed_runs else ""),
         fontsize=11,
     )
     bottom.bar(dates, drift, width=0.8 * spacing, color="#ff7f0e", label="drift share")
@@ -706,6 +884,30 @@ def figure(sim: Simulation) -> Any:
     finite = [m for m in metric if np.isfinite(m)]
     top_value = max(finite) if finite else 1.0
     for at, b in zip(dates, sim.batches, strict=True):
+        if b.served_as in ROLLOUT_SPANS:
+            colour, label = ROLLOUT_SPANS[b.served_as]
+            middle = mdates.date2num(at)
+            top.axvspan(
+                middle - spacing / 2,
+                middle + spacing / 2,
+                color=colour,
+                alpha=0.15,
+                linewidth=0,
+                label=label if b.served_as not in seen else None,
+            )
+            seen.add(b.served_as)
+        if b.rollout in ROLLOUT_MARKS:
+            colour, label = ROLLOUT_MARKS[b.rollout]
+            for axis in (top, bottom):
+                axis.axvline(
+                    at,
+                    color=colour,
+                    linestyle="-",
+                    linewidth=2,
+                    alpha=0.8,
+                    label=label if axis is top and b.rollout not in seen else None,
+                )
+            seen.add(b.rollout)
         if b.action in HELD_MARKS:
             shape, colour, label = HELD_MARKS[b.action]
             bottom.plot(
@@ -731,7 +933,11 @@ def figure(sim: Simulation) -> Any:
             )
         seen.add(kind)
         top.annotate(
-            {"blessed": f"v{b.champion_after}", "refused": "refused", "failed": "failed"}[kind],
+            {
+                "blessed": f"v{b.registered or b.champion_after}",
+                "refused": "refused",
+                "failed": "failed",
+            }[kind],
             (at, top_value),
             fontsize=8,
             rotation=90,
@@ -743,6 +949,10 @@ def figure(sim: Simulation) -> Any:
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _start(text: str) -> datetime:

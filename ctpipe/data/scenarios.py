@@ -256,26 +256,33 @@ TRIGGER_SCENARIOS: dict[str, Callable[[int, int], pa.Table]] = {
 }
 
 # Seattle weather, 2012-2015 (vega_datasets, a dev dependency: the CSV ships in its wheel).
-# `ctpipe demo`'s stream and search: 24 batches of 1,000 rows, an abrupt change (features
-# and labelling rule) at batch 9 and a gradual one over batches 17-21.
+# `ctpipe demo`'s stream and search: 30 batches of 1,000 rows, an abrupt change (features
+# and labelling rule) at batch 9, a gradual one over batches 17-21, and a transient one:
+# the old labelling rule is back for batches 24-25, then gone again.
 DEMO_SEARCH = [
     {"family": "linear", "params": {"C": 1.0}},
     {"family": "hist_gradient_boosting", "params": {"max_iter": 80}},
 ]
 
 
+DEMO_BATCHES = 30
+
+
 def demo_stream() -> pa.Table:
     from ctpipe.data import synthetic
 
+    batches = DEMO_BATCHES
     return synthetic.generate(
-        24_000,
+        batches * 1000,
         seed=11,
         numeric=6,
         categorical=2,
-        days=48,
+        days=2 * batches,
         drifts=(
-            synthetic.Drift(at=0.375, covariate=1.2, concept=0.6),
-            synthetic.Drift(at=0.70, width=0.2, covariate=-1.0, concept=0.4),
+            synthetic.Drift(at=9 / batches, covariate=1.2, concept=0.6),
+            synthetic.Drift(at=16.8 / batches, width=4.8 / batches, covariate=-1.0, concept=0.4),
+            synthetic.Drift(at=24 / batches, concept=-1.0),
+            synthetic.Drift(at=26 / batches, concept=1.0),
         ),
     )
 

@@ -76,12 +76,18 @@ class MonitorOutcome:
     notes: list[str] = field(default_factory=list)
     submit_error: str | None = None  # the submission failed: nothing runs; claim released
     submit_cause: BaseException | None = field(default=None, repr=False, compare=False)
-    rollout: RolloutStep | None = None
+    # The rollout's steps this visit: one, or two when a run named a new challenger (its
+    # rollout began); the last is where the rollout stands.
+    rollout_steps: tuple[RolloutStep, ...] = ()
+
+    @property
+    def rollout(self) -> RolloutStep | None:
+        return self.rollout_steps[-1] if self.rollout_steps else None
 
     def summary(self) -> str:
         lines = [f"decision: {self.decision.action.upper()}"]
-        if self.rollout is not None and self.rollout.rollout is not None:
-            lines = [self.rollout.summary(), *lines]
+        shown = [s.summary() for s in self.rollout_steps if s.rollout is not None]
+        lines = [*shown, *lines]
         lines += [
             f"  {'FIRED' if t.fired else 'ok   '} {t.name:<13} {t.reason}" for t in self.triggers
         ]
@@ -101,7 +107,7 @@ class MonitorOutcome:
                 lines.append(f"  run FAILED: {short_error(self.run.error, 300)}")
             elif self.run.blessed is not None:
                 verdict = (
-                    f"blessed, champion now v{self.run.champion_version}"
+                    f"blessed, registered as v{self.run.champion_version}"
                     if self.run.blessed
                     else "refused by the gate"
                 )
@@ -197,23 +203,25 @@ def _visit(
     (the claim, the run) write state; judging reads; the record is last. A dry run judges
     the rollout's evidence without acting on it: it does not step the rollout."""
     mlflow_client = registry.client(config)
-    rolled = None
+    steps: list[RolloutStep] = []
+    controller = None
     if not dry_run:
         if health is None and config.deploy.rollout.prometheus:
             health = Prometheus(config.deploy.rollout.prometheus)
-        rolled = Controller(
+        controller = Controller(
             config,
             predictions_root(config),
             labels_root(config),
             health=health,
             say=say,
             mlflow_client=mlflow_client,
-        ).step(now)
+        )
+        steps.append(controller.step(now))
     champion = registry.champion(config, mlflow_client)
     if champion is None:
         return _record_no_champion(config, store, now)
     measured = _measure(config, submitter, store, champion, now, say)
-    in_progress = rolled.rollout if rolled is not None else None
+    in_progress = steps[-1].rollout if steps else None
     live = (
         f"v{in_progress.challenger} in {in_progress.phase}"
         if in_progress is not None and not in_progress.final
@@ -221,6 +229,8 @@ def _visit(
     )
     judged = _judge(config, measured, now, manual=manual, note=note, rollout=live)
     acted = _act(config, submitter, store, measured, judged.decision, now, dry_run=dry_run, say=say)
+    if controller is not None and acted.run is not None and acted.run.blessed:
+        steps.append(controller.step(now))  # a local run named a challenger: it begins now
     return _record(
         config,
         store,
@@ -230,7 +240,7 @@ def _visit(
         now,
         pushgateway=pushgateway,
         report=report,
-        rolled=rolled,
+        rolled=tuple(steps),
     )
 
 
@@ -606,7 +616,7 @@ def _record(
     *,
     pushgateway: str | None,
     report: bool,
-    rolled: RolloutStep | None = None,
+    rolled: tuple[RolloutStep, ...] = (),
 ) -> MonitorOutcome:
     """The drift report, the decision record and the metrics push of a judged visit."""
     settings = config.monitor
@@ -639,7 +649,7 @@ def _record(
         mlflow_report,
         outcome_notes,
     )
-    record["rollout"] = _rollout_record(rolled)
+    record["rollout"] = [r for r in map(_rollout_record, rolled) if r is not None]
     record_uri = store.record(record, now)
     if pushgateway:
         _push(
@@ -656,7 +666,7 @@ def _record(
             blocked=bool(blocked),
             failed_runs=state.failures,
             schema_changes_pending=len(pending),
-            rolled=rolled,
+            rolled=rolled[-1] if rolled else None,
         )
     return MonitorOutcome(
         acted.decision,
@@ -669,7 +679,7 @@ def _record(
         outcome_notes,
         submit_error=failed.error if failed else None,
         submit_cause=failed.cause if failed else None,
-        rollout=rolled,
+        rollout_steps=rolled,
     )
 
 

@@ -1,8 +1,8 @@
 """Live error rate and p95 latency of each served version, for the canary's guardrails.
 
 Two sources, one answer ({version: Health}):
-  - `Prometheus`: a cluster. PromQL over the predictor's metrics, joined to the version
-    each pod serves (`ctpipe_predictor_model_info`), over the span since the canary began.
+  - `Prometheus`: a cluster. PromQL over the predictors' request metrics, by the `version`
+    label (the version that answered each request), over the span since the canary began.
   - `Scrape`: predictors reachable directly (a local `ctpipe serve`, tests). Their
     `/metrics` counters are cumulative, so the canary's start is kept as a baseline and
     subtracted.
@@ -144,24 +144,27 @@ class Scrape:
                     text = response.read().decode()
             except OSError as exc:
                 raise HealthError(f"cannot read the predictor's metrics at {url}: {exc}") from exc
-            version, counters = None, Counters()
-            buckets: dict[float, float] = {}
+            seen = False
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
-                    if sample.labels.get("model") != model:
+                    labels = sample.labels
+                    if labels.get("model") != model or not labels.get("version"):
                         continue
-                    if sample.name == MODEL_INFO and sample.value == 1:
-                        version = sample.labels["version"]
-                    elif sample.name == REQUESTS:
-                        error = sample.labels.get("status", "").startswith("5")
-                        counters = counters + Counters(sample.value, sample.value if error else 0.0)
+                    if sample.name == REQUESTS:
+                        seen = True
+                        error = labels.get("status", "").startswith("5")
+                        counters = Counters(sample.value, sample.value if error else 0.0)
                     elif sample.name == f"{LATENCY}_bucket":
-                        le = float(sample.labels["le"])
-                        buckets[le] = buckets.get(le, 0.0) + sample.value
-            if version is None:
-                raise HealthError(f"{url}: no {MODEL_INFO} for model {model!r}: is it serving?")
-            counters = counters + Counters(buckets=tuple(sorted(buckets.items())))
-            by_version[version] = by_version.get(version, Counters()) + counters
+                        counters = Counters(buckets=((float(labels["le"]), sample.value),))
+                    else:
+                        continue
+                    version = labels["version"]
+                    by_version[version] = by_version.get(version, Counters()) + counters
+            if not seen and not any(
+                f"{MODEL_INFO}{{" in line and f'model="{model}"' in line
+                for line in text.splitlines()
+            ):
+                raise HealthError(f"{url}: no predictor of model {model!r} answers there")
         return by_version
 
     def baseline(self, model: str) -> dict[str, Any]:
@@ -191,21 +194,17 @@ class Prometheus:
         return {}
 
     def queries(self, model: str, seconds: int) -> dict[str, str]:
-        """The three PromQL queries, each by version (the pods' model_info gives it)."""
+        """The three PromQL queries, each by the version that answered."""
         selector = f'model="{model}"'
-        by_pod = (
-            f"on (namespace, pod) group_left (version) "
-            f"max by (namespace, pod, version) ({MODEL_INFO}{{{selector}}})"
-        )
         window = f"[{max(seconds, 60)}s]"
         return {
-            "requests": f"sum by (version) (increase({REQUESTS}{{{selector}}}{window}) * {by_pod})",
+            "requests": f"sum by (version) (increase({REQUESTS}{{{selector}}}{window}))",
             "errors": (
-                f'sum by (version) (increase({REQUESTS}{{{selector},status=~"5.."}}{window}) * {by_pod})'
+                f'sum by (version) (increase({REQUESTS}{{{selector},status=~"5.."}}{window}))'
             ),
             "p95": (
                 "histogram_quantile(0.95, sum by (version, le) "
-                f"(increase({LATENCY}_bucket{{{selector}}}{window}) * {by_pod}))"
+                f"(increase({LATENCY}_bucket{{{selector}}}{window})))"
             ),
         }
 

@@ -99,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
         help="what the answers are logged as: the stable revision's, or a canary revision's",
     )
     serving.add_argument(
+        "--rollout-state",
+        help="the rollout controller's rollout.json (local path or s3://): in its canary phase "
+        "the shadow (challenger) answers the canary's share of requests here, as KServe's "
+        "canary revision would in a cluster (ctpipe serve passes it)",
+    )
+    serving.add_argument(
         "--predictions-uri",
         default=os.environ.get(PREDICTIONS_ENV),
         help=f"log every request here (local dir or s3:// prefix; default: ${PREDICTIONS_ENV}; unset: no log)",
@@ -227,6 +233,7 @@ def build_model(args: argparse.Namespace) -> Any:
         shadow=shadow,
         shadow_queue_rows=args.shadow_queue_rows,
         role=args.role,
+        rollout_state=args.rollout_state,
     )
 
 

@@ -24,6 +24,9 @@ import numpy as np
 
 from ctpipe.serving import metrics
 
+VERSION_HEADER = "x-model-version"  # the model version that answered a request
+VERSION_HEADER_BYTES = VERSION_HEADER.encode()
+
 log = logging.getLogger("ctpipe.serving")
 
 Scope = MutableMapping[str, Any]
@@ -245,17 +248,29 @@ class InferenceGuard:
         protocol = found.route.protocol
         started = time.perf_counter()
         status = {"code": 500}
+        # The version that answered: the response's x-model-version (a canary share of the
+        # requests may be answered by another version than the one serving), else the one
+        # serving now. The rollout reads error rate and latency by version.
+        answered = {"version": ""}
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == VERSION_HEADER_BYTES:
+                        answered["version"] = value.decode("latin-1")
             await send(message)
 
         try:
             await self._guarded(found, scope, receive, counting_send, refusal)
         finally:
-            metrics.requests.labels(model, protocol, str(status["code"])).inc()
-            metrics.latency.labels(model, protocol).observe(time.perf_counter() - started)
+            version = answered["version"] or self._serving_version()
+            metrics.requests.labels(model, protocol, str(status["code"]), version).inc()
+            metrics.latency.labels(model, protocol, version).observe(time.perf_counter() - started)
+
+    def _serving_version(self) -> str:
+        served = self.served() if self.served is not None else None
+        return served.version if served is not None else ""
 
     async def _guarded(
         self,

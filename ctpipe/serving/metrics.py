@@ -30,8 +30,8 @@ class _LogFigures(Protocol):
     def rows_lost(self) -> int: ...
 
 
-REQUESTS = "ctpipe_predictor_requests_total"  # {model, protocol, status}
-LATENCY = "ctpipe_predictor_request_duration_seconds"  # {model, protocol}
+REQUESTS = "ctpipe_predictor_requests_total"  # {model, protocol, status, version}
+LATENCY = "ctpipe_predictor_request_duration_seconds"  # {model, protocol, version}
 ROWS = "ctpipe_predictor_rows_total"  # {model}
 SCORE = "ctpipe_predictor_prediction_score"  # {model}: the distribution of scores served
 MODEL_INFO = "ctpipe_predictor_model_info"  # {model, version} = 1 for the version serving
@@ -57,12 +57,27 @@ SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 requests = Counter(
     REQUESTS.removesuffix("_total"),
     "Inference requests by outcome",
-    ["model", "protocol", "status"],
+    ["model", "protocol", "status", "version"],
 )
 latency = Histogram(
-    LATENCY, "Inference request latency", ["model", "protocol"], buckets=LATENCY_BUCKETS
+    LATENCY,
+    "Inference request latency",
+    ["model", "protocol", "version"],
+    buckets=LATENCY_BUCKETS,
 )
 rows = Counter(ROWS.removesuffix("_total"), "Rows predicted", ["model"])
+
+
+def start_version(model: str, version: str) -> None:
+    """Create a version's request series at 0 before its first request: Prometheus'
+    increase() counts from a series' first sample, so without this a rollout judging the
+    canary would miss its first requests and its first errors."""
+    for protocol in ("v1", "v2"):
+        for status in ("200", "500"):
+            requests.labels(model, protocol, status, version)
+        latency.labels(model, protocol, version)
+
+
 score = Histogram(
     SCORE,
     "Scores served (positive-class probability, or the value)",

@@ -3,18 +3,22 @@ and scores a shadow model (the challenger) on the same requests (ctpipe.serving.
 
 from __future__ import annotations
 
+import json
 import logging
 import reprlib
 import threading
+import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kserve
 from kserve.protocol.infer_type import InferRequest
 
+from ctpipe import storage
 from ctpipe.predlog import ROLE_CANARY, ROLE_CHAMPION, PredictionBatch, PredictionLogWriter
 from ctpipe.serving import metrics
-from ctpipe.serving.http import Served, log_safe
+from ctpipe.serving.http import VERSION_HEADER, Served, log_safe
 from ctpipe.serving.payload import (
     Batch,
     RecentIds,
@@ -29,7 +33,7 @@ from ctpipe.serving.shadow import DEFAULT_QUEUE_ROWS, Shadow
 from ctpipe.serving.source import Loaded, ModelSource
 
 log = logging.getLogger("ctpipe.serving")
-VERSION_HEADER = "x-model-version"
+CANARY_PHASE = "canary"  # ctpipe.rollout.state.CANARY (serving reads the file, not the package)
 _VALIDATION = reprlib.Repr()  # a 422's errors quote the request: short, in one line
 _VALIDATION.maxstring = _VALIDATION.maxother = 120
 
@@ -47,7 +51,13 @@ class ChampionModel(kserve.Model):
     the champion answered it, off the request path, and its answers are logged as `shadow`
     rows; answers and the x-model-version header stay the champion's. The shadow source
     is watched with the champion's (see ctpipe.serving.shadow). `role` is what the
-    answers are logged as: `champion`, or `canary` on a canary revision."""
+    answers are logged as: `champion`, or `canary` on a canary revision.
+
+    Given `rollout_state` (the rollout controller's rollout.json, as `ctpipe serve` passes
+    it), the predictor follows the rollout on one machine as KServe does in a cluster: in
+    the canary phase the shadow model (the challenger) answers the canary's share of the
+    requests itself, chosen by request id, logged as `canary`, and with its own version
+    in x-model-version."""
 
     def __init__(
         self,
@@ -61,6 +71,7 @@ class ChampionModel(kserve.Model):
         shadow: ModelSource | None = None,
         shadow_queue_rows: int = DEFAULT_QUEUE_ROWS,
         role: str = ROLE_CHAMPION,
+        rollout_state: str | None = None,
     ) -> None:
         super().__init__(name, return_response_headers=True)
         if role not in (ROLE_CHAMPION, ROLE_CANARY):
@@ -84,6 +95,8 @@ class ChampionModel(kserve.Model):
             )
         elif shadow is not None and log_writer is not None:
             self.shadow = Shadow(name, shadow, log_writer, queue_rows=shadow_queue_rows)
+        self.rollout_state = rollout_state if self.shadow is not None else None
+        self.canary: Canary | None = None  # the canary phase, while the rollout is in it
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -94,8 +107,13 @@ class ChampionModel(kserve.Model):
         if self.shadow is not None:
             self.shadow.refresh(self._version())
             self.shadow.start()
+        self._follow_rollout()
         self.ready = True
-        watch = self.source.alias is not None or (self.shadow is not None and self.shadow.follows)
+        watch = (
+            self.source.alias is not None
+            or (self.shadow is not None and self.shadow.follows)
+            or self.rollout_state is not None
+        )
         if watch and self.reload_seconds > 0 and self._watcher is None:
             self._watcher = threading.Thread(
                 target=self._watch, name="ctpipe-model-watcher", daemon=True
@@ -111,6 +129,7 @@ class ChampionModel(kserve.Model):
         previous = self.current
         self.current = loaded
         metrics.model_info.labels(self.name, loaded.version).set(1)
+        metrics.start_version(self.name, loaded.version)
         if previous is not None and previous.version != loaded.version:
             metrics.model_info.remove(self.name, previous.version)
         log.info("serving %s version %s on %s", self.name, loaded.version, loaded.device)
@@ -121,6 +140,17 @@ class ChampionModel(kserve.Model):
                 self.reload_if_moved()
             if self.shadow is not None:
                 self.shadow.refresh(self._version())
+            self._follow_rollout()
+
+    def _follow_rollout(self) -> None:
+        """Read the rollout's phase; never raises (no canary while it cannot be read)."""
+        if self.rollout_state is None:
+            return
+        try:
+            self.canary = Canary.read(self.rollout_state)
+        except Exception as exc:
+            self.canary = None
+            log.warning("cannot read the rollout state %s: %s", self.rollout_state, exc)
 
     def reload_if_moved(self) -> bool:
         """Load the version the alias points at now, if it is not the one serving."""
@@ -165,6 +195,10 @@ class ChampionModel(kserve.Model):
         response_headers: dict[str, str] | None = None,
     ) -> Any:
         loaded = self._serving()  # one snapshot for the whole request
+        role = self.role
+        canary = self._canary_model(payload)
+        if canary is not None:
+            loaded, role = canary, ROLE_CANARY
         if self.recent_ids is not None:
             self.recent_ids.claim(payload.ids)
         try:
@@ -180,12 +214,22 @@ class ChampionModel(kserve.Model):
             metrics.score.labels(self.name).observe(score)
         if self.log_writer is not None:
             at = datetime.now(UTC)
-            self._log(loaded, payload, result.predictions, result.scores, at)
-            if self.shadow is not None:
+            self._log(loaded, payload, result.predictions, result.scores, at, role)
+            if self.shadow is not None and canary is None:
                 self.shadow.submit(loaded, payload, at)
         if payload.protocol == "v2":
             return v2_response(self.name, loaded, payload, result)
         return v1_response(self.name, loaded, payload, result)
+
+    def _canary_model(self, payload: Batch) -> Loaded | None:
+        """The challenger, when this request falls in the canary's share."""
+        canary, shadow = self.canary, self.shadow
+        if canary is None or shadow is None or not payload.ids:
+            return None
+        challenger = shadow.current
+        if challenger is None or challenger.version != canary.version:
+            return None  # not loaded (yet): the champion answers
+        return challenger if canary.picks(payload.ids[0]) else None
 
     def _serving(self) -> Loaded:
         loaded = self.current
@@ -200,6 +244,7 @@ class ChampionModel(kserve.Model):
         predictions: list[Any],
         scores: list[float],
         at: datetime,
+        role: str,
     ) -> None:
         """Hand the rows to the log writer; it writes them from its own thread."""
         writer = self.log_writer
@@ -207,9 +252,32 @@ class ChampionModel(kserve.Model):
         # By column, as the request arrived: no per-row objects on the request path.
         writer.append(
             PredictionBatch(
-                batch.ids, at, loaded.version, predictions, scores, batch.columns, role=self.role
+                batch.ids, at, loaded.version, predictions, scores, batch.columns, role=role
             )
         )
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The rollout's canary phase, as its state file says: the challenger's version and
+    the share of requests it answers."""
+
+    version: str
+    percent: int
+
+    @classmethod
+    def read(cls, uri: str) -> Canary | None:
+        """None unless the rollout is in its canary phase (or there is no rollout)."""
+        if not storage.list_files(uri):
+            return None
+        state = json.loads(storage.read_bytes(uri))
+        if state.get("phase") != CANARY_PHASE or not state.get("challenger"):
+            return None
+        return cls(str(state["challenger"]), int(state.get("traffic_percent", 0)))
+
+    def picks(self, request_id: str) -> bool:
+        # By request id, so that a retry reaches the same model.
+        return zlib.crc32(request_id.encode()) % 100 < self.percent
 
 
 async def duplicate_request_handler(_request: Any, exc: Exception) -> Any:

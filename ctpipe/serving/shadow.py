@@ -13,11 +13,12 @@ A request hands (the shadow snapshot, its parsed batch) to a queue bounded in ro
 the champion's answer is computed: an append under a lock, never a wait. When the queue
 is full the work is dropped and counted. One daemon thread scores the queue: it gathers
 what arrives over LINGER_SECONDS (or BATCH_ROWS rows) and scores it in one predict call,
-so the shadow costs the server a few predict calls a second rather than one per request
-(a call's fixed cost - DataFrame, input checks - is most of a single row's), and holds
-the GIL, which the request path needs, a few times a second rather than after every
-request. A failed predict is counted and logged at most once a minute; the answers
-callers got were the champion's all along.
+so the shadow costs the server about one predict call a second rather than one per
+request (a call's fixed cost - DataFrame, preprocessing, input checks - is most of a
+single row's: with the bench's pipeline a hundred rows cost under twice one), and takes
+the GIL, which the request path needs, about once a second rather than after every
+request; bench/serving.py measures what is left. A failed predict is counted and logged
+at most once a minute; the answers callers got were the champion's all along.
 
 Shadow rows carry the request ids, the champion row's timestamp, the shadow's version and
 its prediction and score; no features (the champion's row of the same request has them).
@@ -42,7 +43,7 @@ from ctpipe.serving.source import Loaded, ModelSource
 log = logging.getLogger("ctpipe.serving")
 
 DEFAULT_QUEUE_ROWS = 10_000
-LINGER_SECONDS = 0.1  # the worker gathers requests this long before one predict call
+LINGER_SECONDS = 1.0  # the worker gathers requests this long before one predict call
 BATCH_ROWS = 1024  # most rows in one predict call
 ERROR_LOG_SECONDS = 60.0  # a failing shadow logs at most this often
 RETRY_SECONDS = 300.0  # a version that failed to load is tried again after this long

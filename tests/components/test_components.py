@@ -322,8 +322,10 @@ def test_train_select_evaluate_register(staged, tmp_path: Path, capsys) -> None:
         version=registered.version,
         storage_uri=registered.storage_uri,
         sha256=registered.sha256,
+        alias=registered.alias,
         manifest=manifest,
     )
+    assert registered.alias == "champion"  # the first model: nothing to roll out against
     assert "v1" in said and manifest.metadata["version"] == "1"
     rendered = Path(manifest.path).read_text()
     assert f"models:/{staged['config']['model_name']}/1" in rendered  # a local store: from MLflow

@@ -20,29 +20,11 @@ from ctpipe import deploy
 from ctpipe.config import Config, from_dict, load
 from tests.manifests.conftest import MANIFESTS, OVERLAYS, Doc, find, one, overlay
 from tests.manifests.test_render import KUBERNETES_VERSIONS, validate_custom
+from tests.unit.test_deploy_render import STORED, phases
 
 GENERATED = "inferenceservice.yaml"
-STORED = deploy.ModelLocation("3", "a" * 64, "s3://ctpipe/mlflow/1/m-3/artifacts/model")
-STORED_NEXT = deploy.ModelLocation("4", "b" * 64, "s3://ctpipe/mlflow/1/m-4/artifacts/model")
-REGISTRY = deploy.ModelLocation("3", "a" * 64, None)
-REGISTRY_NEXT = deploy.ModelLocation("4", "b" * 64, None)
 # The fields of a KServe component that are not a Kubernetes PodSpec's.
 COMPONENT_FIELDS = ("minReplicas", "maxReplicas", "canaryTrafficPercent", "labels", "annotations")
-
-
-def phases(config: Config) -> dict[str, Doc]:
-    """Every manifest the rollout applies, and the one kustomize applies."""
-    return {
-        "base": deploy.render_following(config),
-        "stable": deploy.render(config, STORED),
-        "stable-registry": deploy.render(config, REGISTRY),
-        "shadow": deploy.render(config, STORED, shadow=STORED_NEXT),
-        "shadow-registry": deploy.render(config, REGISTRY, shadow=REGISTRY_NEXT),
-        "canary": deploy.render(config, STORED_NEXT, canary_traffic_percent=10, role="canary"),
-        "canary-registry": deploy.render(config, REGISTRY_NEXT, canary_traffic_percent=50),
-        "promoted": deploy.render(config, STORED_NEXT),
-        "rolled-back": deploy.render(config, STORED),
-    }
 
 
 def cluster_config(docs: list[Doc]) -> Config:

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pyarrow.compute as pc
 import pytest
 
 from ctpipe.data import synthetic
@@ -15,6 +17,17 @@ from ctpipe.simulate import ReplayStrategy
 from tests.conftest import replay_config, replay_stream, simulate_cli
 
 pytestmark = pytest.mark.pipeline
+
+
+def _replay(tmp_path: Path, data: Path, config: Path, out: Path) -> Any:
+    """`ctpipe simulate` on `data` in batches of 400, labels one batch late, policy drift."""
+    return simulate_cli(
+        tmp_path,
+        "--data", str(data), "--target", "label",
+        "--time", "event_time", "--batch", "400", "--label-delay", "1", "--policy", "drift",
+        "--initial-batches", "3", "--config", str(config), "--out", str(out),
+        timeout=900,
+    )  # fmt: skip
 
 
 def test_policy_parsing() -> None:
@@ -30,13 +43,7 @@ def test_simulate_replays_a_drifting_stream(tmp_path: Path) -> None:
     synthetic.write(replay_stream(4800), str(data))
     config = replay_config(tmp_path)
     out = tmp_path / "out"
-    result = simulate_cli(
-        tmp_path,
-        "--data", str(data), "--target", "label",
-        "--time", "event_time", "--batch", "400", "--label-delay", "1", "--policy", "drift",
-        "--initial-batches", "3", "--config", str(config), "--out", str(out),
-        timeout=900,
-    )  # fmt: skip
+    result = _replay(tmp_path, data, config, out)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["policy"] == "drift" and summary["batches"] == 9 and summary["rows"] == 3600
@@ -103,3 +110,45 @@ def test_simulate_refuses_a_stream_too_short(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "500 rows make 2 batches of 200" in result.stderr
+
+
+def test_a_progressive_rollout_replays_shadow_and_canary_before_the_champion_moves(
+    tmp_path: Path,
+) -> None:
+    """Under deploy.rollout.strategy progressive the replay serves a blessed challenger in
+    shadow, then as the canary, and the champion moves only when the rollout promotes."""
+    data = tmp_path / "stream.csv"
+    synthetic.write(replay_stream(7200), str(data))
+    config = replay_config(tmp_path)
+    config.write_text(
+        config.read_text()
+        + "deploy:\n  canary_traffic_percent: 30\n  rollout: {strategy: progressive}\n"
+    )
+    out = tmp_path / "out"
+    result = _replay(tmp_path, data, config, out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    timeline = json.loads((out / "summary.json").read_text())["timeline"]
+    blessed = next(b for b in timeline if b["blessed"])
+    after = [b for b in timeline if b["batch"] > blessed["batch"]]
+    # The champion did not move at the blessing; the batches after it were served with the
+    # challenger in shadow, then as the canary, and only then did the champion move.
+    assert blessed["champion_after"] == blessed["champion"]
+    served = [b["served_as"] for b in after]
+    assert served[0] == "shadow" and "canary" in served, served
+    promoted = next(b for b in after if b["rollout"] == "promoted")
+    assert promoted["champion_after"] == blessed["registered"] != promoted["champion"]
+    assert all(
+        b["served_as"] in ("shadow", "canary") for b in after if b["batch"] < promoted["batch"]
+    )
+    assert "[v" in result.stdout and "PROMOTED" in result.stdout
+    # The log holds every role, and the canary's rows are the challenger's answers.
+    from ctpipe import predlog
+
+    log = predlog.read_predictions(str(out / "predictions"), "ctpipe-model", roles=None)
+    roles = set(log[predlog.ROLE].to_pylist())
+    assert roles == {"champion", "shadow", "canary"}
+    canary = log.filter(pc.equal(log[predlog.ROLE], "canary"))
+    assert set(canary[predlog.MODEL_VERSION].to_pylist()) == {blessed["registered"]}
+    records = sorted((out / "state" / "monitor" / "ctpipe-model" / "rollout").glob("*.json"))
+    moves = [json.loads(r.read_text())["action"] for r in records]
+    assert [m for m in moves if m != "wait"][:3] == ["began", "canary", "promoted"], moves

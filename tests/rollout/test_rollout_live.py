@@ -8,10 +8,13 @@ paired and two-sample intervals, the aliases, the rendered InferenceService) is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,10 +30,11 @@ from ctpipe.data import schema as schema_module
 from ctpipe.data import synthetic
 from ctpipe.features import build_model
 from ctpipe.rollout import state as rollout_state
+from ctpipe.rollout import status
 from ctpipe.rollout.controller import Controller
-from ctpipe.rollout.health import Scrape
+from ctpipe.rollout.health import Prometheus, Scrape
 from ctpipe.training.families import build_estimator
-from tests.conftest import make_config
+from tests.conftest import loopback_service, make_config
 from tests.rollout.failing import FailsAboveThreshold
 from tests.serving.conftest import Server, start_server
 
@@ -157,8 +161,37 @@ def _args(manifest: dict[str, Any]) -> list[str]:
     return manifest["spec"]["predictor"]["containers"][0]["args"]
 
 
+def _canary_revision(setup: Setup, served: list[Server]) -> tuple[Server, Controller]:
+    """KServe's canary revision: the challenger pinned, answering as "canary"; and the
+    controller reading both revisions' /metrics, its baseline taken now that both are up
+    (the canary began without a source)."""
+    canary = start_server(
+        setup.config,
+        setup.logs,
+        "--model-uri",
+        f"models:/{setup.config.model_name}/{setup.challenger}",
+        "--role",
+        "canary",
+        "--shadow-model-uri",
+        "none",
+    )
+    served.append(canary)
+    health = Scrape([f"{server.url}/metrics" for server in served])
+    controller = _controller(setup, health)
+    current = controller.store.load()
+    controller.store.save(
+        dataclasses.replace(current, baseline=health.baseline(setup.config.model_name))
+    )
+    return canary, controller
+
+
 def _shadow_phase(
-    setup: Setup, served: list[Server], tmp_path: Path, winner: str, shadowed: int = ROWS
+    setup: Setup,
+    served: list[Server],
+    tmp_path: Path,
+    winner: str,
+    shadowed: int = ROWS,
+    *extra: str,
 ) -> Any:
     """Begin the rollout, serve ROWS requests with the challenger in shadow, label them as
     `winner` answered; the controller's next step."""
@@ -169,7 +202,7 @@ def _shadow_phase(
     assert f"models:/{setup.config.model_name}/{setup.champion}" in " ".join(args)
     assert f"models:/{setup.config.model_name}/{setup.challenger}" in " ".join(args)
     # The predictor as `ctpipe serve` runs it: champion alias, challenger followed in shadow.
-    server = start_server(setup.config, setup.logs, "--reload-seconds", "0.5")
+    server = start_server(setup.config, setup.logs, "--reload-seconds", "0.5", *extra)
     served.append(server)
     assert None not in _send(server, setup.rows[:ROWS], "shadow")
     _wait_for_rows(setup, predlog.ROLE_SHADOW, shadowed)
@@ -190,26 +223,8 @@ def test_shadow_then_canary_then_promotion(tmp_path: Path, served: list[Server])
     assert "--role=canary" in _args(manifest)
     assert _alias(setup, registry.CHAMPION) == setup.champion  # not yet
 
-    # The canary revision: the challenger pinned, answering as "canary".
     champion_server = served[0]
-    canary = start_server(
-        setup.config,
-        setup.logs,
-        "--model-uri",
-        f"models:/{setup.config.model_name}/{setup.challenger}",
-        "--role",
-        "canary",
-        "--shadow-model-uri",
-        "none",
-    )
-    served.append(canary)
-    health = Scrape([f"{champion_server.url}/metrics", f"{canary.url}/metrics"])
-    controller = _controller(setup, health)
-    # The canary's baseline was taken without a source; take it now that both are up.
-    current = controller.store.load()
-    controller.store.save(
-        dataclasses.replace(current, baseline=health.baseline(setup.config.model_name))
-    )
+    canary, controller = _canary_revision(setup, served)
     split = ROWS * 2
     rows = setup.rows[ROWS : ROWS + split]
     _send(champion_server, rows[: split // 2], "live")
@@ -274,36 +289,74 @@ def test_a_challenger_worse_on_live_traffic_is_rolled_back_in_shadow(
     assert _controller(setup).step(datetime.now(UTC)).action == "idle"
 
 
-def test_a_canary_that_fails_requests_is_rolled_back(tmp_path: Path, served: list[Server]) -> None:
+@contextlib.contextmanager
+def _prometheus(tmp_path: Path, servers: list[Server]) -> Iterator[str]:
+    """A real Prometheus scraping the predictors every second, as the PodMonitor does in a
+    cluster; yields its URL once every target was scraped."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip(
+            "prometheus is not installed (Debian package `prometheus`; .ci/run installs it)"
+        )
+    targets = [server.url.removeprefix("http://") for server in servers]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "ctpipe-predictor", "static_configs": [{"targets": targets}]}
+                ],
+            }
+        )
+    )
+    command = [
+        binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        "--log.level=warn",
+    ]  # fmt: skip
+    with loopback_service(lambda port: [*command, f"--web.listen-address=127.0.0.1:{port}"]) as url:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{url}/api/v1/targets", timeout=5) as response:
+                active = json.loads(response.read())["data"]["activeTargets"]
+            if len(active) == len(targets) and all(t["health"] == "up" for t in active):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"Prometheus did not scrape the predictors: {active}")
+        time.sleep(2.5)  # two scrapes of every series at 0 before any request
+        yield url
+
+
+@pytest.mark.parametrize("source", ["scrape", "prometheus"])
+def test_a_canary_that_fails_requests_is_rolled_back(
+    tmp_path: Path, served: list[Server], source: str
+) -> None:
     setup = _setup(tmp_path, challenger_estimator=FailsAboveThreshold(column=0, threshold=1.0))
     # Shadow errors never reach callers: the shadow scored what it could.
     step = _shadow_phase(setup, served, tmp_path, winner=setup.challenger, shadowed=ROWS // 2)
     if step.action != rollout_state.CANARY:
         pytest.fail(f"expected the canary, got {step.action}: {step.reasons}")
-    canary = start_server(
-        setup.config,
-        setup.logs,
-        "--model-uri",
-        f"models:/{setup.config.model_name}/{setup.challenger}",
-        "--role",
-        "canary",
-        "--shadow-model-uri",
-        "none",
-    )
-    served.append(canary)
-    health = Scrape([f"{served[0].url}/metrics", f"{canary.url}/metrics"])
-    controller = _controller(setup, health)
-    current = controller.store.load()
-    controller.store.save(
-        dataclasses.replace(current, baseline=health.baseline(setup.config.model_name))
-    )
-    answers = _send(canary, setup.rows[ROWS : 2 * ROWS], "canary")
-    failed = sum(a is None for a in answers)
-    assert failed > 0.02 * ROWS
-    step = controller.step(datetime.now(UTC))
+    canary, controller = _canary_revision(setup, served)
+    with contextlib.ExitStack() as stack:
+        if source == "prometheus":
+            url = stack.enter_context(_prometheus(tmp_path, served))
+            controller.health = Prometheus(url)
+        answers = _send(canary, setup.rows[ROWS : 2 * ROWS], "canary")
+        failed = sum(a is None for a in answers)
+        assert failed > 0.02 * ROWS
+        if source == "prometheus":
+            time.sleep(3.0)  # scraped
+        step = controller.step(datetime.now(UTC))
     assert step.action == rollout_state.ROLLED_BACK, step.reasons
     assert any(r.startswith("error rate:") for r in step.reasons)
-    assert step.health[setup.challenger]["errors"] == failed
+    measured = step.health[setup.challenger]
+    if source == "scrape":
+        assert measured["errors"] == failed and measured["requests"] == ROWS
+    else:  # increase() extrapolates to the ends of its range: close, not exact
+        assert measured["errors"] == pytest.approx(failed, rel=0.25)
+        assert measured["requests"] == pytest.approx(ROWS, rel=0.25)
+        assert measured["p95_seconds"] is not None
     assert _alias(setup, registry.CHAMPION) == setup.champion
     assert _alias(setup, registry.CHALLENGER) is None
     manifest = _manifest(step)
@@ -318,8 +371,68 @@ def test_no_verdict_before_the_timeout_rolls_back(tmp_path: Path) -> None:
     assert controller.step(start).action == "began"
     waiting = controller.step(start + timedelta(hours=1))
     assert waiting.action == "wait" and any("labelled rows" in r for r in waiting.reasons)
+    shown = status.describe(setup.config)
+    assert f"rollout of v{setup.challenger} against champion v{setup.champion}: shadow" in shown
+    assert "next: the monitor's next visit judges 60+ labelled rows per side" in shown
+    assert (
+        f"  challenger v{setup.challenger}" in shown and f"  champion   v{setup.champion}" in shown
+    )
     ended = controller.step(start + timedelta(hours=2))
     assert ended.action == rollout_state.ROLLED_BACK
     assert any(r.startswith("timeout:") for r in ended.reasons)
     assert _alias(setup, registry.CHAMPION) == setup.champion
     assert _alias(setup, registry.CHALLENGER) is None
+    shown = status.describe(setup.config)
+    assert "rolled_back" in shown and "next:" not in shown
+    assert "challenger -> (removed) by rollout controller: rolled back: timeout" in shown
+
+
+def test_one_predictor_follows_the_rollout_through_its_canary(
+    tmp_path: Path, served: list[Server]
+) -> None:
+    """`ctpipe serve` on one machine: the predictor reads the rollout state, and in the
+    canary phase the challenger it holds in shadow answers the canary's share itself."""
+    setup = _setup(tmp_path)
+    state = rollout_state.RolloutStore(setup.config.state_dir, setup.config.model_name).uri
+    step = _shadow_phase(setup, served, tmp_path, setup.challenger, ROWS, "--rollout-state", state)
+    assert step.action == rollout_state.CANARY, step.reasons
+    server = served[0]
+    health = Scrape([f"{server.url}/metrics"])
+    controller = _controller(setup, health)
+    controller.store.save(
+        dataclasses.replace(
+            controller.store.load(), baseline=health.baseline(setup.config.model_name)
+        )
+    )
+    time.sleep(1.5)  # the predictor reads the state on its reload interval (0.5 s)
+    rows = setup.rows[ROWS : 3 * ROWS]
+    versions = []
+    for i, row in enumerate(rows):
+        code, body, headers = server.v1([row], headers={"x-request-id": f"live-{i}"})
+        assert code == 200, body
+        versions.append(headers.get("x-model-version") or headers.get("X-Model-Version"))
+    share = versions.count(setup.challenger) / len(versions)
+    assert 0.15 < share < 0.45, share  # canary_traffic_percent 30, chosen by request id
+    canary = _wait_for_rows(setup, predlog.ROLE_CANARY, versions.count(setup.challenger))
+    _label(setup, canary, setup.challenger)
+    # The champion's answers of the same span, labelled as the challenger answered them in
+    # shadow: the champion loses there.
+    shadow = _wait_for_rows(setup, predlog.ROLE_SHADOW, ROWS + versions.count(setup.champion))
+    live = shadow.filter(
+        np.char.startswith(np.asarray(shadow[predlog.REQUEST_ID].to_pylist(), dtype=str), "live-")
+    )
+    _label(setup, live, setup.challenger)
+    step = controller.step(datetime.now(UTC))
+    assert step.action == rollout_state.PROMOTED, step.reasons
+    assert step.health[setup.challenger]["requests"] == versions.count(setup.challenger)
+    assert step.health[setup.champion]["requests"] == versions.count(setup.champion)
+    # The predictor follows: the champion alias moved, so it serves the challenger now.
+    deadline = time.monotonic() + 30
+    for attempt in range(1000):
+        code, body, headers = server.v1([rows[0]], headers={"x-request-id": f"after-{attempt}"})
+        assert code == 200, body
+        if body.get("model_version") == setup.challenger or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if body.get("model_version") != setup.challenger:
+        pytest.fail(f"the predictor did not follow the promotion: {body}")

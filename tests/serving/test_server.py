@@ -133,7 +133,8 @@ def test_nan_invalid_json_and_an_oversized_body(server: Server) -> None:
         assert raw.recv(4096).startswith(b"HTTP/1.1 413")
     assert server.alive()
     text = server.get("/metrics")
-    assert f'{metrics.REQUESTS}{{model="{server.model}",protocol="v1",status="413"}} 2.0' in text
+    refused = f'{metrics.REQUESTS}{{model="{server.model}",protocol="v1",status="413",version="1"}}'
+    assert f"{refused} 2.0" in text  # the version serving, as nothing answered
     assert f'{metrics.MODEL_INFO}{{model="{server.model}",version="1"}} 1.0' in text
     assert f"{metrics.LATENCY}_bucket" in text
 

@@ -4,6 +4,8 @@ answers reach the prediction log as shadow rows with the champion's request ids.
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ctpipe import predlog, registry
 from ctpipe.config import Config
+from ctpipe.data import schema as schema_module
 from ctpipe.data import synthetic
+from ctpipe.features import build_model
 from ctpipe.serving import metrics
 from tests.conftest import check_metrics, make_config
 from tests.serving.conftest import Server, start_server, train_and_register
+from tests.serving.raising import RaisesOnAbsurdInput
 
 pytestmark = pytest.mark.services
 
@@ -41,6 +46,28 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config,
     assert len(set(versions)) == 3
     set_challenger(config, None)
     yield config, versions
+
+
+def register_raising(config: Config) -> str:
+    """A blessed version that raises on absurd input (its own input example is fine)."""
+    table = synthetic.generate(600, seed=3)
+    schema = schema_module.infer(table, config)
+    frame = table.to_pandas()
+    model = build_model(schema, RaisesOnAbsurdInput())
+    model.fit(frame[schema.feature_names], frame["label"])
+    target = Path(tempfile.mkdtemp()) / "model"
+    saved = registry.save_model_dir(model, frame[schema.feature_names].head(3), target)
+    classes = sorted(frame["label"].unique().tolist())
+    _, version = registry.log_and_register(
+        config,
+        saved,
+        run_name="raising-shadow",
+        params={},
+        metrics={},
+        tags={registry.TAG_CLASSES: json.dumps(classes)},
+        texts={},
+    )
+    return str(version)
 
 
 def set_challenger(config: Config, version: str | None) -> None:
@@ -131,6 +158,8 @@ def test_the_challenger_is_scored_in_shadow_and_followed(
         set_challenger(config, v1)  # the champion's own version: nothing to compare
         wait_for(lambda: not shadow_versions(server), "the shadow to stop again", server)
         ask(server, ["e1"])
+        scored = f'{metrics.SHADOW_ROWS}{{model="{server.model}"}} 6.0'
+        wait_for(lambda: scored in server.get("/metrics"), "6 rows scored in shadow", server)
         scrape = server.get("/metrics")
     finally:
         output = server.stop()
@@ -144,7 +173,6 @@ def test_the_challenger_is_scored_in_shadow_and_followed(
     # The monitor's read: only the answers callers got.
     answers = predlog.read_predictions(str(server.log_dir), server.model)
     assert sorted(answers[predlog.REQUEST_ID].to_pylist()) == sorted(served)
-    assert f'{metrics.SHADOW_ROWS}{{model="{server.model}"}} 6.0' in scrape
     assert f'{metrics.SHADOW_DROPPED}{{model="{server.model}"}} 0.0' in scrape
     assert f'{metrics.SHADOW_FAILED}{{model="{server.model}"}} 0.0' in scrape
 
@@ -213,3 +241,50 @@ def test_a_pinned_shadow_passes_promtool(
     roles = logged(server)
     assert sorted(set(roles.values())) == ["1", v3]
     assert len([k for k in roles if k[1] == "shadow"]) == 6
+
+
+def test_a_shadow_that_raises_never_changes_an_answer(
+    shadowed: tuple[Config, list[str]], tmp_path: Path
+) -> None:
+    config, (v1, _, _) = shadowed
+    broken = register_raising(config)
+    set_challenger(config, broken)
+    server = start_server(config, tmp_path / "log")
+    try:
+        assert shadow_versions(server) == {broken}
+        rows = instances(3)
+        absurd = {**rows[2], "num_0": 1e9}  # the champion answers it; the shadow raises
+        answers = {}
+        for request_id, row in (("ok-1", rows[0]), ("bad", absurd), ("ok-2", rows[1])):
+            status, body, headers = server.v1([row], headers={"x-request-id": request_id})
+            assert status == 200, body
+            assert body["model_version"] == v1 and headers["x-model-version"] == v1
+            answers[request_id] = body
+        wait_for(
+            lambda: (
+                f'{metrics.SHADOW_FAILED}{{model="{server.model}"}} 1.0' in server.get("/metrics")
+            ),
+            "the shadow's failure to be counted",
+            server,
+        )
+    finally:
+        output = server.stop()
+        set_challenger(config, None)
+    assert output.count("rows failed since the last report") == 1, output[-3000:]
+    assert "this code path has a bug" in output
+    assert logged(server) == {
+        ("ok-1", "champion"): v1,
+        ("bad", "champion"): v1,
+        ("ok-2", "champion"): v1,
+        ("ok-1", "shadow"): broken,
+        ("ok-2", "shadow"): broken,
+    }
+    # The same request to a predictor with no shadow gets the same answer.
+    plain = start_server(config, tmp_path / "plain", "--shadow-model-uri", "none")
+    try:
+        status, body, _ = plain.v1([absurd], headers={"x-request-id": "bad"})
+    finally:
+        plain.stop()
+    assert status == 200
+    for key in ("predictions", "scores", "model_version"):
+        assert body[key] == answers["bad"][key]

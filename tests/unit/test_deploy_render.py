@@ -165,13 +165,15 @@ def test_the_base_follows_the_aliases(config: Config) -> None:
 
 
 def phases(config: Config) -> dict[str, dict[str, Any]]:
+    """Every manifest the rollout applies, and the one kustomize applies (the base)."""
     return {
         "base": deploy.render_following(config),
         "stable": deploy.render(config, STORED),
         "stable-registry": deploy.render(config, REGISTRY),
         "shadow": deploy.render(config, STORED, shadow=STORED_NEXT),
         "shadow-registry": deploy.render(config, REGISTRY, shadow=REGISTRY_NEXT),
-        "canary": deploy.render(config, STORED_NEXT, canary_traffic_percent=25),
+        "canary": deploy.render(config, STORED_NEXT, canary_traffic_percent=25, role="canary"),
+        "canary-registry": deploy.render(config, REGISTRY_NEXT, canary_traffic_percent=50),
         "promoted": deploy.render(config, STORED_NEXT),
         "rolled-back": deploy.render(config, STORED),
     }

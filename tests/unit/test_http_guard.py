@@ -160,14 +160,15 @@ def series(family: Any) -> set[str]:
 
 def test_metric_labels_name_the_served_model_or_unknown() -> None:
     served, inner = guard()
-    before = metrics.requests.labels(metrics.UNKNOWN_MODEL, "v2", "404")._value.get()
+    # The version label is the version serving: the guard's test double serves none.
+    unknown = metrics.requests.labels(metrics.UNKNOWN_MODEL, "v2", "404", "")
+    before = unknown._value.get()
     names = [f"m{random.getrandbits(64):x}" for _ in range(200)]
     for name in names:
         status, body = call(served, "POST", f"/v2/models/{name}/infer", b"{}")
         assert status == 404 and name in body["error"]
     assert inner.calls == []  # KServe never saw (nor logged) the names
-    after = metrics.requests.labels(metrics.UNKNOWN_MODEL, "v2", "404")._value.get()
-    assert after - before == len(names)
+    assert unknown._value.get() - before == len(names)
     assert not series(metrics.requests) & set(names)
     assert not series(metrics.latency) & set(names)
     assert call(served, "POST", f"/v1/models/{MODEL}:predict", b"{}")[0] == 200
