@@ -239,6 +239,23 @@ def score_labelled(
     return LabelledScore(metric, metric_value(metric, target, scores), target, scores)
 
 
+def score_log(metric: str, task: str, table: Any, classes: tuple[Any, ...]) -> LabelledScore:
+    """`score_labelled` on rows of the prediction log joined with their labels (a pyarrow
+    table): the monitor's labelled window and the rollout's live comparison. Each column is
+    read only when the metric needs it: a window can be millions of rows."""
+    from ctpipe import predlog
+
+    by_score = task != "regression" and metric == "roc_auc"
+    return score_labelled(
+        metric,
+        task,
+        table[predlog.LABEL].to_pylist(),
+        None if by_score else predlog.logged_predictions(table, task),
+        positive=table[predlog.SCORE].to_numpy(zero_copy_only=False) if by_score else None,
+        classes=tuple(predlog.prediction_text(c) for c in classes),
+    )
+
+
 # ------------------------------------------------------------------------ bootstrap
 
 

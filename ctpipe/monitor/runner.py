@@ -1004,16 +1004,8 @@ def _recent_metric(
             labelled[predlog.TIMESTAMP], pa.scalar(newest - window, predlog.TIMESTAMP_TYPE)
         )
     )
-    # Each column is read only when the metric needs it: a window can be millions of rows.
+    scored = evaluation.score_log(metric, config.task, recent, tuple(classes))
     by_score = config.task != "regression" and metric == "roc_auc"
-    scored = evaluation.score_labelled(
-        metric,
-        config.task,
-        recent[predlog.LABEL].to_pylist(),
-        None if by_score else _logged_predictions(recent, config.task),
-        positive=recent[predlog.SCORE].to_numpy(zero_copy_only=False) if by_score else None,
-        classes=tuple(predlog.prediction_text(c) for c in classes),
-    )
     if by_score and len(set(scored.target.values.tolist()) - {-1}) < 2:
         return RecentMetric(metric, None, recent.num_rows)  # AUC needs both classes
     value = scored.value
@@ -1078,21 +1070,12 @@ def _error_stream(labelled: pa.Table, config: Config, test_metrics: dict[str, fl
     if labelled.num_rows == 0:
         return np.zeros(0)
     truth = labelled[predlog.LABEL].to_pylist()
-    predicted = _logged_predictions(labelled, config.task)
+    predicted = predlog.logged_predictions(labelled, config.task)
     if config.task == "regression":
         values = np.asarray(truth, dtype=float)
         scale = test_metrics.get("rmse") or float(np.std(values)) or 1.0
         return np.abs(values - predicted) / scale
     return np.array([t != p for t, p in zip(truth, predicted, strict=True)], dtype=float)
-
-
-def _logged_predictions(labelled: pa.Table, task: str) -> Any:
-    """The logged predictions: numbers for regression, else the log's spelling of each class."""
-    if task == "regression":
-        return np.asarray(
-            pc.cast(labelled[predlog.PREDICTION], pa.float64()).to_numpy(zero_copy_only=False)
-        )
-    return labelled[predlog.PREDICTION].to_pylist()
 
 
 def _html_report(

@@ -30,6 +30,7 @@ from ctpipe.predlog.format import (
     LABEL,
     LABEL_SCHEMA,
     LABELLED_AT,
+    PREDICTION,
     PREDICTION_TYPES,
     REQUEST_ID,
     REQUIRED_LABEL_COLUMNS,
@@ -246,6 +247,13 @@ def conflicting_labels(labels: pa.Table) -> list[str]:
     )
     bad = counts.filter(pc.greater(counts[f"{LABEL}_count_distinct"], 1))
     return sorted(bad[REQUEST_ID].to_pylist())
+
+
+def logged_predictions(table: pa.Table, task: str) -> Any:
+    """The logged predictions: numbers for regression, else the log's spelling of each class."""
+    if task == "regression":
+        return np.asarray(pc.cast(table[PREDICTION], pa.float64()).to_numpy(zero_copy_only=False))
+    return table[PREDICTION].to_pylist()
 
 
 def features_table(predictions: pa.Table) -> pa.Table:

@@ -170,7 +170,11 @@ class Controller:
                 evidence=evidence_record,
             )
             moved = rollout.moved(PROMOTED, now, why, 100)
-            manifest, applied = self._deploy(moved, champion=challenger)
+            try:
+                manifest, applied = self._deploy(moved, champion=challenger)
+            except Exception:
+                self._take_back(rollout)
+                raise
         else:
             registry.move_alias(
                 self.config,
@@ -238,6 +242,21 @@ class Controller:
         if applied:
             deploy.apply(manifest)
         return uri, applied
+
+    def _take_back(self, rollout: Rollout) -> None:
+        """The promotion's InferenceService could not be applied: the aliases go back to
+        where they were (the champion, and the challenger still in canary), so that the
+        registry never names a champion the cluster does not serve. The state was not
+        saved: the next visit judges the canary again."""
+        registry.undo_promotion(self.config, rollout.challenger, self.mlflow_client)
+        registry.move_alias(
+            self.config,
+            registry.CHALLENGER,
+            rollout.challenger,
+            self.mlflow_client,
+            by=BY,
+            why="its promotion could not be applied to the InferenceService; still in canary",
+        )
 
     def _save(
         self,

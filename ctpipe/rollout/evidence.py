@@ -106,8 +106,8 @@ def compare(
     if rows < settings.min_labelled:
         return LiveComparison(kind, metric, rows, confidence=confidence)
     higher = METRICS[config.task].get(metric, True)
-    score = _scorer(config, metric, classes)
-    ours, challenger = score(mine), score(theirs)
+    ours = evaluation.score_log(metric, config.task, mine, classes)
+    challenger = evaluation.score_log(metric, config.task, theirs, classes)
     seed, samples = config.gate.seed, settings.bootstrap_samples
     if canary:
         result = evaluation.two_sample_bootstrap(
@@ -150,28 +150,3 @@ def _aligned(table: pa.Table, ids: pa.ChunkedArray) -> pa.Table:
     """`table`'s rows in the order of `ids` (every id is in it once)."""
     order = pc.index_in(ids, value_set=table[predlog.REQUEST_ID])
     return table.take(order)
-
-
-def _scorer(config: Config, metric: str, classes: tuple[Any, ...]) -> Any:
-    names = tuple(predlog.prediction_text(c) for c in classes)
-    by_score = config.task != "regression" and metric == "roc_auc"
-
-    def score(table: pa.Table) -> evaluation.LabelledScore:
-        predicted = None
-        if not by_score:
-            column = table[predlog.PREDICTION]
-            predicted = (
-                np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False))
-                if config.task == "regression"
-                else column.to_pylist()
-            )
-        return evaluation.score_labelled(
-            metric,
-            config.task,
-            table[predlog.LABEL].to_pylist(),
-            predicted,
-            positive=table[predlog.SCORE].to_numpy(zero_copy_only=False) if by_score else None,
-            classes=names,
-        )
-
-    return score

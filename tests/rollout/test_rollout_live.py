@@ -436,3 +436,37 @@ def test_one_predictor_follows_the_rollout_through_its_canary(
         time.sleep(0.5)
     if body.get("model_version") != setup.challenger:
         pytest.fail(f"the predictor did not follow the promotion: {body}")
+
+
+def test_a_promotion_the_cluster_refuses_moves_no_alias(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: when the promotion's InferenceService cannot be applied, the registry
+    does not name a champion the cluster does not serve, and the canary is judged again."""
+    from ctpipe import deploy
+    from ctpipe.rollout import evidence
+    from ctpipe.rollout.evidence import LiveComparison
+
+    setup = _setup(tmp_path)
+    config = setup.config.replace(
+        deploy=dataclasses.replace(setup.config.deploy, canary_traffic_percent=0)
+    )
+    controller = Controller(config, str(setup.logs), str(setup.labels))
+    start = datetime.now(UTC)
+    assert controller.step(start).action == "began"
+    clears = LiveComparison("paired", "accuracy", 500, 0.9, 0.8, 0.05, 0.15)
+    monkeypatch.setattr(evidence, "compare", lambda *args, **kwargs: clears)
+    monkeypatch.setattr(deploy, "should_apply", lambda config: True)
+
+    def refused(manifest: Any, api_client: Any = None) -> Any:
+        raise deploy.DeployError("applying InferenceService ctpipe/rollout-model failed: 403")
+
+    monkeypatch.setattr(deploy, "apply", refused)
+    with pytest.raises(deploy.DeployError, match="403"):
+        controller.step(start + timedelta(hours=1))
+    assert _alias(setup, registry.CHAMPION) == setup.champion
+    assert _alias(setup, registry.CHALLENGER) == setup.challenger
+    assert controller.store.load().phase == rollout_state.SHADOW
+    last = registry.alias_history(setup.config)[-1]
+    assert (last.alias, last.version) == (registry.CHALLENGER, setup.challenger)
+    assert "could not be applied" in last.why
