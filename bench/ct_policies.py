@@ -12,7 +12,9 @@ Streams (`--streams`, default both):
 
 Each policy replays the stream with the real monitor and the real pipeline (kfp.local),
 labels one batch late, the first champion trained on 4 batches, the config's defaults
-otherwise (train.window, thresholds calibrated, triggers weighted by labels). Printed
+otherwise (train.window, thresholds calibrated, triggers weighted by labels, the
+progressive rollout: a blessed challenger serves only after it wins in shadow and as the
+canary, whose share each stream sizes to its batches). Printed
 per stream: the comparison table, then the target, measured in this run:
     auto's mean per-batch metric >= the best of never, schedule:2, schedule:4 - 0.005
     auto's retrains <= half of schedule:2's
@@ -69,8 +71,10 @@ STREAMS = {
             scenarios.DEMO_SEARCH,
             {
                 "gate": {"thresholds": {"roc_auc": 0.6}, "bootstrap_samples": 300},
-                # As `ctpipe demo`: abrupt concept drift, where the window matters.
+                # As `ctpipe demo`: abrupt concept drift, where the window matters; a
+                # quarter of each batch as the canary.
                 "train": {"window": "auto"},
+                "deploy": {"canary_traffic_percent": 25},
             },
         ),
         Stream(
@@ -79,7 +83,11 @@ STREAMS = {
             scenarios.SEATTLE_TARGET,
             60,
             [{"family": "linear", "params": {"C": 1.0}}],
-            {"gate": {"thresholds": {"roc_auc": 0.6}, "bootstrap_samples": 200}},
+            {
+                "gate": {"thresholds": {"roc_auc": 0.6}, "bootstrap_samples": 200},
+                # 60 rows a batch: half of them, so a canary can reach a verdict
+                "deploy": {"canary_traffic_percent": 50},
+            },
         ),
     )
 }

@@ -332,9 +332,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             # Abrupt concept drift: rows from before a change only teach the old world, and
             # a backtest on the newest labelled rows says when that is.
             "train": {"window": "auto"},
-            # A blessed challenger earns the champion's place on live traffic: shadow,
-            # then a quarter of the rows as the canary.
-            "deploy": {"canary_traffic_percent": 25, "rollout": {"strategy": "progressive"}},
+            # A blessed challenger earns the champion's place on live traffic (the default
+            # progressive rollout): shadow, then a quarter of the rows as the canary, so a
+            # 30-batch replay reaches verdicts.
+            "deploy": {"canary_traffic_percent": 25},
         },
         source="demo",
     )

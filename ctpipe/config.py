@@ -324,8 +324,7 @@ class Rollout:
     `register` makes it the champion at once (the gate's evidence alone).
     """
 
-    # immediate until `ctpipe simulate` and the demo replay shadow and canary traffic too
-    strategy: Literal["progressive", "immediate"] = "immediate"
+    strategy: Literal["progressive", "immediate"] = "progressive"
     shadow: bool = True  # score the challenger beside the champion before any canary
     min_labelled: int = 200  # labelled rows (per side) before a phase is judged
     margin: float | None = None  # how much worse is still acceptable; default: gate.margin

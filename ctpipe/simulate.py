@@ -383,8 +383,10 @@ class _Replay:
     train_window: int  # rows a retrain sees, the newest labelled ones
     say: Callable[[str], None]
     models: dict[str, Any] = field(default_factory=dict)
-    # batch -> (the champion version that predicted it, its predictions, its scores)
-    predicted: dict[int, tuple[str, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # batch -> (champion version, answers, scores, which rows the canary answered)
+    predicted: dict[int, tuple[str, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
     clock: dict[str, float] = field(
         default_factory=lambda: {"pipeline": 0.0, "monitor": 0.0, "predict": 0.0}
     )
@@ -436,8 +438,8 @@ class _Replay:
         part = self.rows(index, index + 1)
         champion = registry.champion(config)
         assert champion is not None
-        names, scores, served_as, challenger = self.serve(index, part, champion)
-        self.predicted[index] = (champion.version, names, scores)
+        names, scores, served_as, challenger, canary = self.serve(index, part, champion)
+        self.predicted[index] = (champion.version, names, scores, canary)
         revealed = index - self.label_delay
         if revealed >= self.first:
             _reveal_labels(config, self.rows(revealed, revealed + 1))
@@ -456,10 +458,11 @@ class _Replay:
 
     def serve(
         self, index: int, part: pa.Table, champion: registry.ModelRef
-    ) -> tuple[np.ndarray, np.ndarray, str | None, str | None]:
+    ) -> tuple[np.ndarray, np.ndarray, str | None, str | None, np.ndarray]:
         """Answer the batch as production would, and log it: the champion alone; beside a
         challenger in shadow; or with the canary answering its share of the rows. Returns
-        the answers callers got, how the batch was served and the challenger's version."""
+        the answers callers got, how the batch was served, the challenger's version and
+        which rows the canary answered."""
         from ctpipe import predlog
         from ctpipe.rollout.state import CANARY, SHADOW, RolloutStore
 
@@ -470,7 +473,7 @@ class _Replay:
         if not live or rollout is None:
             _log_predictions(config, part, champion.version, names, scores)
             self.health.count(champion.version, part.num_rows)
-            return names, scores, None, None
+            return names, scores, None, None, np.zeros(part.num_rows, bool)
         version = rollout.challenger
         challenger = registry.version_ref(registry.client(config), config.model_name, version)
         try:
@@ -487,12 +490,8 @@ class _Replay:
         self.health.count(champion.version, int(ours.sum()))
         if theirs is None:
             self.health.count(version, int(canary.sum()), errors=int(canary.sum()))
-            return (
-                names,
-                scores,
-                rollout.phase,
-                version,
-            )  # failed canary rows: the champion answers a retry
+            # failed canary rows: the champion answers a retry
+            return names, scores, rollout.phase, version, np.zeros(part.num_rows, bool)
         their_names, their_scores = theirs
         # The champion's revision keeps the challenger in shadow through the canary.
         _log_predictions(
@@ -515,7 +514,7 @@ class _Replay:
             self.health.count(version, int(canary.sum()))
         served_names = np.where(canary, their_names, names)
         served_scores = np.where(canary, their_scores, scores)
-        return served_names, served_scores, rollout.phase, version
+        return served_names, served_scores, rollout.phase, version, canary
 
     def predict(self, model: registry.ModelRef, part: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         if model.version not in self.models:
@@ -722,16 +721,37 @@ def _reveal_labels(config: Config, part: pa.Table) -> None:
 
 
 def _batch_metric(
-    metric: str, config: Config, part: pa.Table, names: np.ndarray, scores: np.ndarray
+    metric: str,
+    config: Config,
+    part: pa.Table,
+    names: np.ndarray,
+    scores: np.ndarray,
+    canary: np.ndarray,
 ) -> float | None:
+    """The batch's metric. A batch the canary shared is scored per version and weighted by
+    rows when the metric ranks scores (ROC AUC): two versions' scores are not on one scale
+    (the reason the comparison reads mean per batch), so one AUC over both would measure a
+    ranking across models that no caller got, and mark any canary down."""
     truth = part.column(config.target).to_numpy(zero_copy_only=False)
-    return _replay_score(metric, config.task, truth, names, scores)
+    if metric != "roc_auc" or not canary.any() or canary.all():
+        return _replay_score(metric, config.task, truth, names, scores)
+    parts = [
+        (
+            int(rows.sum()),
+            _replay_score(metric, config.task, truth[rows], names[rows], scores[rows]),
+        )
+        for rows in (~canary, canary)
+    ]
+    scored = [(n, value) for n, value in parts if value is not None]
+    if not scored:
+        return None
+    return float(sum(n * value for n, value in scored) / sum(n for n, _ in scored))
 
 
 def _prequential(
     config: Config,
     replayed: pa.Table,
-    predicted: dict[int, tuple[str, np.ndarray, np.ndarray]],
+    predicted: dict[int, tuple[str, np.ndarray, np.ndarray, np.ndarray]],
     first: int,
     count: int,
 ) -> dict[str, float]:

@@ -20,7 +20,7 @@ check itself: a window against a profile, under the settings.
 """
 
 from ctpipe.config import DriftSettings
-from ctpipe.drift.check import ColumnDrift, DriftReport, compare, read_window
+from ctpipe.drift.check import ColumnDrift, DriftReport, compare, read_window, unseen
 from ctpipe.drift.profile import (
     CATEGORICAL,
     MAX_CALIBRATION_WINDOWS,
@@ -69,5 +69,6 @@ __all__ = [
     "ks_statistic",
     "read_window",
     "robust_limit",
+    "unseen",
     "wasserstein",
 ]

@@ -397,6 +397,40 @@ def compare(
     )
 
 
+def unseen(profile: ReferenceProfile, current: pa.Table, min_share: float = 0.01) -> dict[str, str]:
+    """What the profiled data never had, per column of the current window: categories it
+    never saw (together at least `min_share` of the column's values, so one stray value
+    is not a new world), or values in a column that was constant (or empty) in it. Unlike
+    drift, which is a matter of degree and of noise at small windows, these are facts: a
+    model trained on that data cannot have learned them."""
+    found: dict[str, str] = {}
+    for name, ref in profile.columns.items():
+        if name not in current.column_names:
+            continue
+        values = current.column(name)
+        if isinstance(ref, NumericReference):
+            finite, _ = _sorted_finite(name, values)
+            if len(finite) < 2 or finite[0] == finite[-1]:
+                continue
+            if ref.rows == 0:
+                found[name] = "came alive: empty in training"
+            elif ref.values[0] == ref.values[-1]:
+                found[name] = f"came alive: constant {ref.values[0]:g} in training"
+            continue
+        counts, _ = _category_counts(name, values)
+        known = set(ref.categories)
+        new = {c: n for c, n in counts.items() if c not in known}
+        share = sum(new.values()) / max(1, sum(counts.values()))
+        if new and share >= min_share:
+            listed = ", ".join(repr(c) for c in sorted(new, key=lambda c: -new[c])[:3])
+            more = f" and {len(new) - 3} more" if len(new) > 3 else ""
+            found[name] = (
+                f"new categor{'y' if len(new) == 1 else 'ies'} {listed}{more} "
+                f"({share:.0%} of values)"
+            )
+    return found
+
+
 # ---------------------------------------------------------------------------- input
 
 

@@ -53,7 +53,7 @@ from ctpipe.monitor.submit import RunRef, SubmitError, Submitter, short_error
 from ctpipe.monitor.triggers import TriggerResult
 from ctpipe.rollout.controller import Controller, RolloutStep
 from ctpipe.rollout.health import HealthSource, Prometheus
-from ctpipe.rollout.state import RolloutStore
+from ctpipe.rollout.state import ROLLED_BACK, Rollout, RolloutStore
 
 
 def predictions_root(config: Config) -> str:
@@ -222,15 +222,18 @@ def _visit(
         return _record_no_champion(config, store, now)
     measured = _measure(config, submitter, store, champion, now, say)
     in_progress = steps[-1].rollout if steps else None
-    live = (
-        f"v{in_progress.challenger} in {in_progress.phase}"
-        if in_progress is not None and not in_progress.final
-        else None
+    live, moved_past = _rollout_hold(config, mlflow_client, in_progress, measured.current)
+    judged = _judge(
+        config, measured, now, manual=manual, note=note, rollout=live, moved_past=moved_past
     )
-    judged = _judge(config, measured, now, manual=manual, note=note, rollout=live)
     acted = _act(config, submitter, store, measured, judged.decision, now, dry_run=dry_run, say=say)
     if controller is not None and acted.run is not None and acted.run.blessed:
-        steps.append(controller.step(now))  # a local run named a challenger: it begins now
+        # A local run named a challenger: its rollout begins now, after the one it
+        # superseded (if any) was ended.
+        steps.append(controller.step(now))
+        ended = steps[-1].rollout
+        if ended is not None and ended.phase == ROLLED_BACK and steps[-1].action == ROLLED_BACK:
+            steps.append(controller.step(now))
     return _record(
         config,
         store,
@@ -242,6 +245,59 @@ def _visit(
         report=report,
         rolled=tuple(steps),
     )
+
+
+def _rollout_hold(
+    config: Config, mlflow_client: Any, rollout: Rollout | None, current: pa.Table
+) -> tuple[str | None, str | None]:
+    """Whether a live rollout holds retraining back, as (what is rolled out, None); or, when
+    the world has moved on since the challenger was named, (None, why a run may go).
+
+    A run trained while the challenger still fits the data would learn the world the
+    challenger already learned, and each new challenger would restart the rollout: so
+    retraining waits for the verdict. But when traffic brings what the challenger's
+    training data never had (a category, a month of the year, a column that came alive)
+    and the window it was named in did not have either, waiting keeps two models that
+    cannot know it: a run may go, and the challenger it blesses supersedes the live one
+    (the controller ends its rollout). Drift alone does not count: a challenger trained
+    across a change differs from every window after it, and at small windows drift
+    verdicts flip with noise; either would restart the rollout at every visit."""
+    from ctpipe import drift
+
+    if rollout is None or rollout.final:
+        return None, None
+    live = f"v{rollout.challenger} in {rollout.phase}"
+    challenger = registry.get_alias(config, registry.CHALLENGER, mlflow_client)
+    if challenger is None or challenger.version != rollout.challenger:
+        return live, None
+    profile = _reference_profile(challenger)
+    unseen_now = drift.unseen(profile, predlog.features_table(current))
+    if not unseen_now:
+        return live, None
+    window = timedelta(seconds=parse_duration(config.monitor.window))
+    named = predlog.read_predictions(
+        predictions_root(config),
+        config.model_name,
+        since=rollout.started - window,
+        until=rollout.started,
+    )
+    unseen_then = drift.unseen(profile, predlog.features_table(named))
+    new = {name: what for name, what in unseen_now.items() if name not in unseen_then}
+    if not new:
+        return live, None
+    return None, (
+        f"the data has moved past challenger v{rollout.challenger} ({rollout.phase}): its "
+        f"training data never had "
+        + "; ".join(f"{name}: {what}" for name, what in new.items())
+        + f"; a run may go, and a challenger it blesses supersedes v{rollout.challenger}"
+    )
+
+
+def _reference_profile(model: registry.ModelRef) -> Any:
+    from ctpipe import drift
+
+    files = registry.download_reference(model)
+    return drift.ReferenceProfile.from_bytes(files.profile.read_bytes())
 
 
 def _record_no_champion(config: Config, store: MonitorStore, now: datetime) -> MonitorOutcome:
@@ -366,8 +422,7 @@ def _window_drift(
     settings = config.monitor
     drift_report = None
     if settings.triggers.data_drift and current.num_rows >= settings.min_rows:
-        files = registry.download_reference(champion)
-        profile = drift.ReferenceProfile.from_bytes(files.profile.read_bytes())
+        profile = _reference_profile(champion)
         drift_report = drift.compare(profile, predlog.features_table(current), settings.drift)
         say(drift_report.summary())
     return drift_report
@@ -451,6 +506,7 @@ def _judge(
     manual: bool,
     note: str,
     rollout: str | None = None,
+    moved_past: str | None = None,
 ) -> Judgement:
     fired, weighting = _triggers(config, measured, now, manual=manual, note=note)
     state = measured.state
@@ -475,10 +531,11 @@ def _judge(
         blocks=_schema_blocks(pending),
         rollout=rollout,
     )
-    if weighting["outranked"]:
-        decision = Decision(
-            decision.action, (*decision.reasons, weighting["explanation"]), decision.fired
-        )
+    notes = ([weighting["explanation"]] if weighting["outranked"] else []) + (
+        [moved_past] if moved_past and decision.fired else []
+    )
+    if notes:
+        decision = Decision(decision.action, (*decision.reasons, *notes), decision.fired)
     return Judgement(fired, weighting, decision, pending)
 
 

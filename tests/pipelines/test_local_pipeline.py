@@ -91,8 +91,10 @@ def test_second_run_compares_with_the_champion_on_the_same_rows(world: dict[str,
     # Same data, same seed: the challenger is the champion's twin, and the interval says so.
     assert comparison["improvement"] == pytest.approx(0.0, abs=1e-12)
     assert run.blessed and run.registered_version == "2" and run.champion_before == "1"
-    assert registry.get_alias(config, registry.PREVIOUS).version == "1"
-    assert champion_version(config) == "2"
+    # The default progressive rollout: v2 is the challenger, and v1 serves until live
+    # traffic proves v2 (the rollout controller's part, tests/rollout).
+    assert registry.get_alias(config, registry.CHALLENGER).version == "2"
+    assert champion_version(config) == "1"
 
 
 def _put(

@@ -50,7 +50,14 @@ def champion_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config
         triggers=dataclasses.replace(config.monitor.triggers, min_labelled=100),
         policy=dataclasses.replace(config.monitor.policy, cooldown="1h", min_new_rows=300),
     )
-    config = config.replace(data=dataclasses.replace(config.data, uri=str(data)), monitor=monitor)
+    # These tests are about triggers and submissions: a blessed run becomes the champion at
+    # once. Retraining during a progressive rollout has its own test at the end.
+    deploy = dataclasses.replace(
+        config.deploy, rollout=dataclasses.replace(config.deploy.rollout, strategy="immediate")
+    )
+    config = config.replace(
+        data=dataclasses.replace(config.data, uri=str(data)), monitor=monitor, deploy=deploy
+    )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CTPIPE_TRAIN_THREADS", "1")
         run = run_local(config, out=io.StringIO())
@@ -692,3 +699,77 @@ def test_an_interrupted_submission_is_recorded_and_releases_its_claim(isolated: 
     submitter = FakeSubmitter(fail=False)
     rerun = run_monitor(isolated, submitter, now=_now(batch) + timedelta(minutes=1), report=False)
     assert rerun.decision.action == decide.SUBMIT and len(submitter.submitted) == 1
+
+
+# ------------------------------------------------ retraining while a challenger rolls out
+
+
+def test_a_live_rollout_holds_retraining_until_the_data_moves_past_its_challenger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1 learned world A; v2, blessed on world B, is in shadow. World B traffic drifts
+    from v1 but not from v2: retraining would relearn what v2 already knows, so it waits
+    for v2's verdict. Drift from v2 alone does not end the wait either; a channel that
+    v2's training data never had does: a run may go."""
+    monkeypatch.setenv("CTPIPE_TRAIN_THREADS", "1")
+    shift_b = (synthetic.Drift(at=0.0, covariate=1.5, concept=0.7),)
+    shift_c = (synthetic.Drift(at=0.0, covariate=-1.5),)
+    world_a = tmp_path / "a.parquet"
+    world_b = tmp_path / "b.parquet"
+    synthetic.write(synthetic.generate(3000, seed=7), str(world_a))
+    synthetic.write(synthetic.generate(3000, seed=8, drifts=shift_b), str(world_b))
+    base = make_config(tmp_path / "state")
+    config = base.replace(
+        data=dataclasses.replace(base.data, uri=str(world_a)),
+        monitor=dataclasses.replace(
+            base.monitor,
+            window="2d",
+            min_rows=200,
+            predictions=str(tmp_path / "predictions"),
+            labels=str(tmp_path / "labels"),
+            policy=dataclasses.replace(base.monitor.policy, cooldown="1h", min_new_rows=300),
+        ),
+    )
+    assert config.deploy.rollout.strategy == "progressive"
+    first = run_local(config, out=io.StringIO())
+    assert first.ok and first.registered_version == "1", first.errors
+    second = run_local(
+        config.replace(data=dataclasses.replace(config.data, uri=str(world_b))), out=io.StringIO()
+    )
+    assert second.ok and second.registered_version == "2", second.errors
+    assert _champion_version(config) == "1"  # v2 is the challenger until its rollout ends
+
+    def traffic(seed: int, drifts: tuple[synthetic.Drift, ...], day: float) -> pa.Table:
+        from datetime import UTC, datetime
+
+        start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day)
+        return synthetic.generate(800, seed=seed, start=start, days=1.0, drifts=drifts)
+
+    in_b = traffic(41, shift_b, 200)
+    _serve(config, in_b, "1", labels=False)
+    submitter = FakeSubmitter("local", fail=False)
+    held = run_monitor(config, submitter, now=_now(in_b), report=False)
+    assert "data_drift" in held.decision.fired, held.summary()  # world B is not v1's
+    assert held.decision.action == decide.SKIP and held.run is None, held.summary()
+    assert any("v2 in shadow; its verdict first" in r for r in held.decision.reasons)
+    assert submitter.submitted == []
+
+    in_c = traffic(42, shift_c, 204)  # drifted from v2 too, past world B's window
+    _serve(config, in_c, "1")  # labelled: policy.min_new_rows
+    still = run_monitor(config, submitter, now=_now(in_c), report=False)
+    assert still.decision.action == decide.SKIP and "data_drift" in still.decision.fired
+    assert any("v2 in shadow; its verdict first" in r for r in still.decision.reasons)
+    assert submitter.submitted == []
+
+    channel = in_c.schema.get_field_index("channel")
+    kiosk = pa.array(["kiosk" if i % 2 else v for i, v in enumerate(in_c["channel"].to_pylist())])
+    in_d = traffic(43, shift_c, 206)
+    in_d = in_d.set_column(channel, "channel", kiosk[: in_d.num_rows])
+    _serve(config, in_d, "1")
+    moved = run_monitor(config, submitter, now=_now(in_d), report=False)
+    assert moved.decision.action == decide.SUBMIT and moved.run is not None, moved.summary()
+    assert any("moved past challenger v2 (shadow)" in r for r in moved.decision.reasons), (
+        moved.summary()
+    )
+    assert len(submitter.submitted) == 1
+    assert _champion_version(config) == "1"  # a refused run changes nothing

@@ -22,8 +22,15 @@ def test_a_failed_deploy_moves_the_alias_back(
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # An immediate rollout: register moves the champion and the deploy step applies it
+    # (under the default progressive rollout the controller applies, tested in tests/rollout).
+    deploy = champion_config.deploy
     config = champion_config.replace(
-        deploy=dataclasses.replace(champion_config.deploy, apply="always")
+        deploy=dataclasses.replace(
+            deploy,
+            apply="always",
+            rollout=dataclasses.replace(deploy.rollout, strategy="immediate"),
+        )
     )
     with pytest.raises(DeployError, match=r"no cluster is reachable.*champion alias is back to v1"):
         run_in_process(config, tmp_path / "v2", infra=False)

@@ -511,6 +511,39 @@ def test_unseen_categories_flag_drift() -> None:
     assert column.drifted and column.statistics["chi2_p_value"] < 1e-100
 
 
+def test_unseen_names_what_the_training_data_never_had() -> None:
+    rng = np.random.default_rng(3)
+    profile = drift.build_profile(
+        {
+            "k": np.array(["a", "b"] * 500),
+            "rate": np.full(1000, 0.0035),
+            "x": rng.normal(size=1000),
+        },
+        {"k": "categorical", "rate": "numeric", "x": "numeric"},
+    )
+    same = pa.table(
+        {"k": ["a", "b"] * 100, "rate": [0.0035] * 200, "x": rng.normal(size=200) + 5.0}
+    )
+    assert drift.unseen(profile, same) == {}  # drift (x moved by 5 std) is not unseen
+    changed = pa.table(
+        {
+            "k": ["a", "c", "c", "d"] * 50,
+            "rate": rng.uniform(0.001, 0.01, size=200),
+            "x": rng.normal(size=200),
+        }
+    )
+    assert drift.unseen(profile, changed) == {
+        "k": "new categories 'c', 'd' (75% of values)",
+        "rate": "came alive: constant 0.0035 in training",
+    }
+    stray = pa.table({"k": ["a"] * 999 + ["z"], "rate": [0.0035] * 1000, "x": [0.0] * 1000})
+    assert drift.unseen(profile, stray) == {}  # one value in 1,000: below min_share
+    assert drift.unseen(profile, stray, min_share=0.0005) == {
+        "k": "new category 'z' (0% of values)"
+    }
+    assert drift.unseen(profile, pa.table({"x": [1.0, 2.0]})) == {}  # absent columns: no verdict
+
+
 # ------------------------------------------------------------------------ Parquet and imports
 
 

@@ -55,9 +55,10 @@ def test_thresholds_on_champion_error_blesses_loudly(
     assert "NOT COMPARED WITH THE CHAMPION" in run.evaluation.summary()
     assert 'style="color:#c00' in run.evaluation.markdown()
     assert any("NOT COMPARED" in reason for reason in run.evaluation.decision.reasons)
-    # ... and the signed blessing carries it too.
-    ref = registry.champion(config)
-    assert ref.version == "2"
+    # ... and the signed blessing carries it too; v2 is the challenger, v1 still serves.
+    ref = registry.get_alias(config, registry.CHALLENGER)
+    assert ref is not None and ref.version == "2"
+    assert registry.champion(config).version == "1"
     record = json.loads(ref.tags["ctpipe.blessing"])
     assert "champion v1" in record["evidence"]["champion_error"]
 

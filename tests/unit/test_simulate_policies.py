@@ -53,3 +53,37 @@ def test_replay_auc_scores_the_class_the_model_gives_a_probability_for(
     names = np.where(scores > 0.5, high, low)
     assert _replay_score("roc_auc", "classification", truth, names, scores) == 1.0
     assert _replay_score("accuracy", "classification", truth, names, scores) == 1.0
+
+
+def test_a_batch_the_canary_shared_is_scored_per_version(tmp_path: Path) -> None:
+    """Two models that rank equally well, on different scales: one AUC over both would
+    mark the canary down; per version, weighted by rows, it does not."""
+    import pyarrow as pa
+
+    from ctpipe.simulate import _batch_metric
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 400)
+    signal = truth + rng.normal(0, 0.8, 400)
+    champion = 1 / (1 + np.exp(-signal))  # a probability
+    challenger = 1 / (1 + np.exp(-(signal - 3)))  # the same ranking, shifted down
+    canary = rng.random(400) < 0.25
+    scores = np.where(canary, challenger, champion)
+    names = (scores > 0.5).astype(int)
+    config = make_config(tmp_path / "state")
+    part = pa.table({config.target: truth})
+
+    def auc(rows: np.ndarray) -> float:
+        value = _replay_score("roc_auc", "classification", truth[rows], names[rows], scores[rows])
+        assert value is not None
+        return value
+
+    every = np.ones(400, bool)
+    mixed = auc(every)
+    per_version = _batch_metric("roc_auc", config, part, names, scores, canary)
+    expected = (auc(~canary) * (~canary).sum() + auc(canary) * canary.sum()) / 400
+    assert per_version == pytest.approx(expected)
+    assert per_version > mixed + 0.02  # the mixed AUC mostly measures the shift
+    # A batch served by one version is scored as before.
+    no_canary = np.zeros(400, bool)
+    assert _batch_metric("roc_auc", config, part, names, scores, no_canary) == pytest.approx(mixed)
