@@ -18,8 +18,8 @@ canary, whose share each stream sizes to its batches). Printed
 per stream: the comparison table, then the target, measured in this run:
     auto's mean per-batch metric >= the best of never, schedule:2, schedule:4 - 0.005
     auto's retrains <= half of schedule:2's
-and the ratio auto / best baseline. No timing target; demo and seattle take about 10
-and 6 minutes on two cores.
+and the ratio auto / best baseline. No timing target; demo and seattle take about 6
+and 5 minutes on two cores (the rollout holds retraining back while it runs).
 
     python bench/ct_policies.py [--streams demo,seattle] [--keep DIR]
 """

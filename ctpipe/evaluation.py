@@ -184,6 +184,11 @@ def all_metrics(target: Target, scores: Scores) -> dict[str, float]:
 # ------------------------------------------------------------ labelled predictions
 
 
+# Metrics that rank scores: two models' scores are not on one scale, so rows that
+# different versions scored are scored per version (or per batch), never pooled.
+RANKING_METRICS = frozenset({"roc_auc"})
+
+
 def performance_metric(task: str, classes: int, chosen: str | None = None) -> str:
     """The metric that judges a model on its labelled predictions: `chosen` when set,
     else rmse (regression), ROC AUC (two classes) or accuracy."""

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ctpipe import evaluation
 from ctpipe.errors import ConfigError
 from ctpipe.simulate import ReplayStrategy
 
@@ -93,7 +94,7 @@ class Comparison:
     @property
     def read(self) -> str:
         """Which overall column to read: mean per batch for ROC AUC, else pooled."""
-        return MEAN_PER_BATCH if self.metric == "roc_auc" else POOLED
+        return MEAN_PER_BATCH if self.metric in evaluation.RANKING_METRICS else POOLED
 
     @property
     def advice(self) -> str:

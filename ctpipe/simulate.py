@@ -728,21 +728,21 @@ def _batch_metric(
     scores: np.ndarray,
     canary: np.ndarray,
 ) -> float | None:
-    """The batch's metric. A batch the canary shared is scored per version and weighted by
-    rows when the metric ranks scores (ROC AUC): two versions' scores are not on one scale
-    (the reason the comparison reads mean per batch), so one AUC over both would measure a
-    ranking across models that no caller got, and mark any canary down."""
+    """The batch's metric. A batch the canary shared is scored per version, weighted by
+    rows, when the metric ranks scores: one ROC AUC over both versions' scores would
+    measure a ranking across models that no caller got, and mark any canary down."""
     truth = part.column(config.target).to_numpy(zero_copy_only=False)
-    if metric != "roc_auc" or not canary.any() or canary.all():
+    if metric not in evaluation.RANKING_METRICS:
         return _replay_score(metric, config.task, truth, names, scores)
-    parts = [
+    by_version = [
         (
             int(rows.sum()),
             _replay_score(metric, config.task, truth[rows], names[rows], scores[rows]),
         )
         for rows in (~canary, canary)
+        if rows.any()
     ]
-    scored = [(n, value) for n, value in parts if value is not None]
+    scored = [(n, value) for n, value in by_version if value is not None]
     if not scored:
         return None
     return float(sum(n * value for n, value in scored) / sum(n for n, _ in scored))

@@ -36,7 +36,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +54,9 @@ from ctpipe.monitor.triggers import TriggerResult
 from ctpipe.rollout.controller import Controller, RolloutStep
 from ctpipe.rollout.health import HealthSource, Prometheus
 from ctpipe.rollout.state import ROLLED_BACK, Rollout, RolloutStore
+
+if TYPE_CHECKING:
+    from ctpipe import drift
 
 
 def predictions_root(config: Config) -> str:
@@ -231,8 +234,7 @@ def _visit(
         # A local run named a challenger: its rollout begins now, after the one it
         # superseded (if any) was ended.
         steps.append(controller.step(now))
-        ended = steps[-1].rollout
-        if ended is not None and ended.phase == ROLLED_BACK and steps[-1].action == ROLLED_BACK:
+        if steps[-1].action == ROLLED_BACK:  # it ended the rollout the new one supersedes
             steps.append(controller.step(now))
     return _record(
         config,
@@ -267,9 +269,8 @@ def _rollout_hold(
     if rollout is None or rollout.final:
         return None, None
     live = f"v{rollout.challenger} in {rollout.phase}"
-    challenger = registry.get_alias(config, registry.CHALLENGER, mlflow_client)
-    if challenger is None or challenger.version != rollout.challenger:
-        return live, None
+    # This visit's controller step ended any rollout whose challenger alias moved.
+    challenger = registry.version_ref(mlflow_client, config.model_name, rollout.challenger)
     profile = _reference_profile(challenger)
     unseen_now = drift.unseen(profile, predlog.features_table(current))
     if not unseen_now:
@@ -293,7 +294,7 @@ def _rollout_hold(
     )
 
 
-def _reference_profile(model: registry.ModelRef) -> Any:
+def _reference_profile(model: registry.ModelRef) -> drift.ReferenceProfile:
     from ctpipe import drift
 
     files = registry.download_reference(model)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from ctpipe import predlog, registry
-from ctpipe.config import Config
+from ctpipe.config import Config, Monitor
 from ctpipe.data import synthetic
 from ctpipe.errors import DataError
 from ctpipe.monitor import decide
@@ -35,6 +35,19 @@ from tests.conftest import check_metrics, make_config
 pytestmark = pytest.mark.pipeline
 
 
+def _small_monitor(monitor: Monitor, **paths: str) -> Monitor:
+    """Monitor settings for a few hundred rows a day (and `paths`: predictions, labels)."""
+    return dataclasses.replace(
+        monitor,
+        window="2d",
+        min_rows=200,
+        report_rows=500,
+        triggers=dataclasses.replace(monitor.triggers, min_labelled=100),
+        policy=dataclasses.replace(monitor.policy, cooldown="1h", min_new_rows=300),
+        **paths,
+    )
+
+
 @pytest.fixture(scope="module")
 def champion_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
     """A champion trained by the real pipeline on the first world of a drifting stream."""
@@ -42,14 +55,7 @@ def champion_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config
     data = root / "train.parquet"
     synthetic.write(synthetic.generate(3000, seed=7), str(data))
     config = make_config(root / "state")
-    monitor = dataclasses.replace(
-        config.monitor,
-        window="2d",
-        min_rows=200,
-        report_rows=500,
-        triggers=dataclasses.replace(config.monitor.triggers, min_labelled=100),
-        policy=dataclasses.replace(config.monitor.policy, cooldown="1h", min_new_rows=300),
-    )
+    monitor = _small_monitor(config.monitor)
     # These tests are about triggers and submissions: a blessed run becomes the champion at
     # once. Retraining during a progressive rollout has its own test at the end.
     deploy = dataclasses.replace(
@@ -89,12 +95,22 @@ def _serve(config: Config, table: pa.Table, version: str, labels: bool = True) -
         )
 
 
-def _stream(seed: int, rows: int, shifted: bool, start_days: float) -> pa.Table:
+SHIFTED = (synthetic.Drift(at=0.0, covariate=1.5, concept=0.7),)
+
+
+def _stream(
+    seed: int,
+    rows: int,
+    shifted: bool,
+    start_days: float,
+    drifts: tuple[synthetic.Drift, ...] | None = None,
+) -> pa.Table:
+    """A day of the champion's world (7), SHIFTED or not, or with `drifts` of its own."""
     from datetime import UTC, datetime
 
     start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=start_days)
-    drifts = (synthetic.Drift(at=0.0, covariate=1.5, concept=0.7),) if shifted else ()
-    return synthetic.generate(rows, seed=seed, world=7, start=start, days=1.0, drifts=drifts)
+    chosen = drifts if drifts is not None else (SHIFTED if shifted else ())
+    return synthetic.generate(rows, seed=seed, world=7, start=start, days=1.0, drifts=chosen)
 
 
 @pytest.fixture
@@ -712,22 +728,17 @@ def test_a_live_rollout_holds_retraining_until_the_data_moves_past_its_challenge
     for v2's verdict. Drift from v2 alone does not end the wait either; a channel that
     v2's training data never had does: a run may go."""
     monkeypatch.setenv("CTPIPE_TRAIN_THREADS", "1")
-    shift_b = (synthetic.Drift(at=0.0, covariate=1.5, concept=0.7),)
-    shift_c = (synthetic.Drift(at=0.0, covariate=-1.5),)
     world_a = tmp_path / "a.parquet"
     world_b = tmp_path / "b.parquet"
     synthetic.write(synthetic.generate(3000, seed=7), str(world_a))
-    synthetic.write(synthetic.generate(3000, seed=8, drifts=shift_b), str(world_b))
+    synthetic.write(synthetic.generate(3000, seed=8, world=7, drifts=SHIFTED), str(world_b))
     base = make_config(tmp_path / "state")
     config = base.replace(
         data=dataclasses.replace(base.data, uri=str(world_a)),
-        monitor=dataclasses.replace(
+        monitor=_small_monitor(
             base.monitor,
-            window="2d",
-            min_rows=200,
             predictions=str(tmp_path / "predictions"),
             labels=str(tmp_path / "labels"),
-            policy=dataclasses.replace(base.monitor.policy, cooldown="1h", min_new_rows=300),
         ),
     )
     assert config.deploy.rollout.strategy == "progressive"
@@ -739,13 +750,7 @@ def test_a_live_rollout_holds_retraining_until_the_data_moves_past_its_challenge
     assert second.ok and second.registered_version == "2", second.errors
     assert _champion_version(config) == "1"  # v2 is the challenger until its rollout ends
 
-    def traffic(seed: int, drifts: tuple[synthetic.Drift, ...], day: float) -> pa.Table:
-        from datetime import UTC, datetime
-
-        start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day)
-        return synthetic.generate(800, seed=seed, start=start, days=1.0, drifts=drifts)
-
-    in_b = traffic(41, shift_b, 200)
+    in_b = _stream(41, 800, True, 200)
     _serve(config, in_b, "1", labels=False)
     submitter = FakeSubmitter("local", fail=False)
     held = run_monitor(config, submitter, now=_now(in_b), report=False)
@@ -754,7 +759,8 @@ def test_a_live_rollout_holds_retraining_until_the_data_moves_past_its_challenge
     assert any("v2 in shadow; its verdict first" in r for r in held.decision.reasons)
     assert submitter.submitted == []
 
-    in_c = traffic(42, shift_c, 204)  # drifted from v2 too, past world B's window
+    away = (synthetic.Drift(at=0.0, covariate=-1.5),)
+    in_c = _stream(42, 800, False, 204, away)  # drifted from v2 too, past world B's window
     _serve(config, in_c, "1")  # labelled: policy.min_new_rows
     still = run_monitor(config, submitter, now=_now(in_c), report=False)
     assert still.decision.action == decide.SKIP and "data_drift" in still.decision.fired
@@ -763,7 +769,7 @@ def test_a_live_rollout_holds_retraining_until_the_data_moves_past_its_challenge
 
     channel = in_c.schema.get_field_index("channel")
     kiosk = pa.array(["kiosk" if i % 2 else v for i, v in enumerate(in_c["channel"].to_pylist())])
-    in_d = traffic(43, shift_c, 206)
+    in_d = _stream(43, 800, False, 206, away)
     in_d = in_d.set_column(channel, "channel", kiosk[: in_d.num_rows])
     _serve(config, in_d, "1")
     moved = run_monitor(config, submitter, now=_now(in_d), report=False)
